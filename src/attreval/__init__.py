@@ -1,0 +1,34 @@
+"""attreval: fair, faithful and fast evaluation of image attribution methods.
+
+Implements the evaluation system of Rao, Böhle & Schiele, "Towards Better Understanding Attribution
+Methods" (CVPR 2022; arXiv 2303.11884): GridPG / DiFull / DiPart settings, ML-Att, the localization
+score, AggAtt, smoothing, correlation and cost analyses.
+"""
+from attreval.api import attribute
+from attreval.grid import GridSpec
+from attreval.methods import METHODS, FunctionMethod, Method, Task
+from attreval.methods.custom import captum_method
+from attreval.metric import localization_parts, localization_score
+from attreval.models.staged import StagedModel, split_model
+from attreval.settings import SETTINGS, DiFull, DiPart, GridPG, make_setting
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "attribute",
+    "GridSpec",
+    "METHODS",
+    "Method",
+    "Task",
+    "FunctionMethod",
+    "captum_method",
+    "localization_score",
+    "localization_parts",
+    "StagedModel",
+    "split_model",
+    "SETTINGS",
+    "GridPG",
+    "DiFull",
+    "DiPart",
+    "make_setting",
+]

@@ -1,0 +1,124 @@
+"""The library entry point: :func:`attribute` and the construction of a :class:`Task` for a setting."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from attreval.methods import resolve_method
+from attreval.methods.base import Task
+from attreval.models.staged import StagedModel
+from attreval.settings import Setting, make_setting
+
+
+def target_heads(setting: Setting, num_targets: int, heads: Sequence[int] | None) -> tuple[int, ...]:
+    """The head explained by each of the T target columns.
+
+    GridPG: head 0 for every column. DiFull/DiPart: ``heads`` if given; otherwise every head when
+    T = n², the corner heads when T equals their number (PAPER.md §1.3).
+    """
+    if setting.num_heads == 1:
+        return (0,) * num_targets
+    if heads is None:
+        if num_targets == setting.num_heads:
+            heads = tuple(range(setting.num_heads))
+        elif num_targets == len(setting.default_heads()):
+            heads = setting.default_heads()
+        else:
+            raise ValueError(
+                f"expected {setting.num_heads} (all heads) or {len(setting.default_heads())} (corner heads) "
+                f"target columns for {setting.display}, got {num_targets}; pass heads=[…] explicitly"
+            )
+    heads = setting.check_heads(heads)
+    if len(heads) != num_targets or len(set(heads)) != len(heads):
+        raise ValueError(f"expected {num_targets} distinct heads (one per target column), got {list(heads)}")
+    return heads
+
+
+def build_task(
+    setting: Setting,
+    images: Tensor,
+    classes: Tensor,
+    layer: str,
+    heads: tuple[int, ...],
+    chunk_size: int = 16,
+    activations: Tensor | None = None,
+) -> Task:
+    """The task of explaining ``setting`` at ``layer`` for grids ``images`` and target ``classes (B, T)``.
+
+    ``activations`` may be passed when already computed (``setting.activations(images, layer)``).
+    """
+    unique = tuple(dict.fromkeys(heads))
+    forward = setting.tail(layer, unique)
+    inputs = setting.activations(images, layer) if activations is None else activations
+    return Task(
+        forward=forward,
+        inputs=inputs.detach(),
+        heads=torch.tensor([unique.index(h) for h in heads], dtype=torch.long, device=images.device),
+        classes=classes.to(images.device),
+        layer=setting.staged.resolve(layer),
+        image=images.detach(),
+        image_forward=setting.tail("input", unique),
+        chunk_size=chunk_size,
+    )
+
+
+def check_inputs(model: nn.Module | StagedModel, images: Tensor, targets: Tensor, n: int) -> None:
+    """One-line errors for the usual mistakes (training mode, shapes, dtypes)."""
+    if isinstance(model, nn.Module) and model.training:
+        raise ValueError("expected a model in eval mode (call model.eval() first), got one in training mode")
+    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"expected float images of shape (B, C, H, W), got {shape}")
+    if not isinstance(targets, Tensor) or targets.dim() != 2 or targets.dtype != torch.long:
+        desc = f"{targets.dtype} {tuple(targets.shape)}" if isinstance(targets, Tensor) else type(targets).__name__
+        raise ValueError(f"expected targets as a LongTensor of shape (B, T), got {desc}")
+    if targets.shape[0] != images.shape[0]:
+        raise ValueError(f"expected one row of targets per image ({images.shape[0]}), got {targets.shape[0]}")
+    if images.shape[-1] % n or images.shape[-2] % n:
+        raise ValueError(f"expected image sides divisible by n={n}, got {tuple(images.shape[-2:])}")
+
+
+def attribute(
+    model: nn.Module | StagedModel,
+    images: Tensor,
+    targets: Tensor,
+    method: str | Callable[..., Any],
+    *,
+    setting: str | Setting = "gridpg",
+    layer: str = "input",
+    n: int = 2,
+    heads: Sequence[int] | None = None,
+    chunk_size: int = 16,
+    **options: Any,
+) -> Tensor:
+    """Attribution maps of ``method`` for ``model`` in a setting, at a layer.
+
+    Args:
+        model: a torchvision/timm-style CNN (VGG-like or ResNet-like) in eval mode, or a StagedModel.
+        images: ``(B, C, n·H, n·W)`` grids (with ``n=1``: single images).
+        targets: ``LongTensor (B, T)``: the class of each target column. GridPG explains all T on its
+            single output; DiFull/DiPart explain column t on head ``heads[t]``.
+        method: a registry name (``attreval.METHODS.names()``), a method object, or any callable
+            ``(forward, inputs, targets) -> maps`` (see :class:`attreval.methods.FunctionMethod`).
+        setting: ``"gridpg"``, ``"difull"`` or ``"dipart"``.
+        layer: ``"input"``, ``"middle"``, ``"final"`` or any stage name of the split model.
+        n: grid size.
+        heads: DiFull/DiPart head of each target column (default: see :func:`target_heads`).
+        chunk_size: most inputs per forward pass.
+        **options: hyper-parameters that replace the method preset's (``n_steps=50``).
+
+    Returns:
+        ``(B, T, h, w)`` float32 maps at the layer's resolution, summed over channels, sign kept.
+    """
+    check_inputs(model, images, targets, n)
+    setting = make_setting(setting, model, n)
+    method = resolve_method(method, **options)
+    task = build_task(setting, images, targets, layer, target_heads(setting, targets.shape[1], heads), chunk_size)
+    maps = method(task)
+    expected = (task.batch, task.num_targets, *task.inputs.shape[-2:])
+    if tuple(maps.shape) != expected:
+        raise ValueError(f"expected the method to return maps of shape {expected}, got {tuple(maps.shape)}")
+    return maps.float()

@@ -1,0 +1,195 @@
+"""What every attribution method shares: the :class:`Task` it explains, the method interface, the
+registry, and the two batched primitives (target gradients, target logits of perturbed inputs).
+
+A method is a frozen dataclass of its hyper-parameters with ``__call__(task) -> maps``; its paper
+configuration is the instance registered under its name (PAPER.md §4). Maps are ``(B, T, h, w)``
+float32 at the resolution of ``task.inputs``, summed over channels, sign kept: a ReLU that defines a
+method belongs to the method; taking the positive part belongs to the metric.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar, Iterator
+
+import torch
+from torch import Tensor
+
+from attreval.registry import Registry
+
+Forward = Callable[[Tensor], Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """One attribution job: explain ``forward`` at ``inputs`` for T targets per example.
+
+    Attributes:
+        forward: ``(N, C, h, w) → (N, H, K)`` logits of H heads (the network from the layer on).
+        inputs: ``(B, C, h, w)`` activations at the layer (the image at the input layer), detached.
+        heads: ``LongTensor (T,)``: the head (index into H) of each target column.
+        classes: ``LongTensor (B, T)``: the class explained in each target column.
+        layer: the layer name (``"input"`` or a stage); presets may depend on whether it is the input.
+        image: ``(B, C0, H0, W0)`` the grid images (Score-CAM masks the image at every layer).
+        image_forward: ``(N, C0, H0, W0) → (N, H, K)``, the whole network from the image.
+        chunk_size: most inputs per forward pass (IG steps, windows, masks, channels, targets).
+    """
+
+    forward: Forward
+    inputs: Tensor
+    heads: Tensor
+    classes: Tensor
+    layer: str = "input"
+    image: Tensor | None = None
+    image_forward: Forward | None = None
+    chunk_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.inputs.dim() != 4:
+            raise ValueError(f"expected inputs of shape (B, C, h, w), got {tuple(self.inputs.shape)}")
+        if self.classes.dim() != 2 or self.classes.shape[0] != self.inputs.shape[0]:
+            raise ValueError(
+                f"expected classes of shape (B={self.inputs.shape[0]}, T), got {tuple(self.classes.shape)}"
+            )
+        if self.heads.shape != (self.classes.shape[1],):
+            raise ValueError(f"expected heads of shape (T={self.classes.shape[1]},), got {tuple(self.heads.shape)}")
+        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
+            raise ValueError(f"expected a positive integer chunk_size, got {self.chunk_size!r}")
+
+    @property
+    def batch(self) -> int:
+        return self.inputs.shape[0]
+
+    @property
+    def num_targets(self) -> int:
+        return self.classes.shape[1]
+
+    @property
+    def is_input_layer(self) -> bool:
+        return self.layer == "input"
+
+    def rows(self) -> tuple[Tensor, Tensor, Tensor]:
+        """Every (example, target) pair as one row: inputs ``(B·T, C, h, w)``, heads and classes ``(B·T,)``."""
+        t = self.num_targets
+        return (
+            self.inputs.repeat_interleave(t, dim=0),
+            self.heads.to(self.inputs.device).repeat(self.batch),
+            self.classes.to(self.inputs.device).reshape(-1),
+        )
+
+
+class Method:
+    """Base class of attribution methods (use as a frozen dataclass).
+
+    Class attributes:
+        display: name for plots and tables (``"Grad-CAM++"``).
+        family: ``"backprop"``, ``"activation"`` or ``"perturbation"`` (PAPER.md §4).
+        stochastic: whether the method draws random numbers (it then has a ``seed`` field).
+    """
+
+    display: ClassVar[str] = "?"
+    family: ClassVar[str] = "custom"
+    stochastic: ClassVar[bool] = False
+
+    def __call__(self, task: Task) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+METHODS: Registry[Method] = Registry("method")
+
+
+def register(name: str, preset: Method) -> Method:
+    """Register ``preset`` (the paper's configuration) under ``name``."""
+    return METHODS.register(name)(preset)
+
+
+# --------------------------------------------------------------------------------------------------
+# Batched primitives
+
+
+def chunks(count: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of at most ``size`` covering ``range(count)``.
+
+    >>> list(chunks(5, 2))
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
+    for start in range(0, count, size):
+        yield slice(start, min(start + size, count))
+
+
+def pick(out: Tensor, heads: Tensor, classes: Tensor) -> Tensor:
+    """Row-wise logit selection: ``out (N, H, K)``, ``heads``/``classes`` ``(N,)`` → ``(N,)``."""
+    if classes.numel() and (classes.max() >= out.shape[-1] or classes.min() < 0):
+        raise ValueError(f"expected target classes in [0, {out.shape[-1] - 1}], got up to {int(classes.max())}")
+    rows = torch.arange(out.shape[0], device=out.device)
+    return out[rows, heads.to(out.device), classes.to(out.device)]
+
+
+def pick_targets(out: Tensor, heads: Tensor, classes: Tensor) -> Tensor:
+    """Every target of every variant: ``out (B, P, H, K)``, heads ``(T,)``, classes ``(B, T)`` → ``(B, P, T)``."""
+    if classes.numel() and (classes.max() >= out.shape[-1] or classes.min() < 0):
+        raise ValueError(f"expected target classes in [0, {out.shape[-1] - 1}], got up to {int(classes.max())}")
+    per_head = out.index_select(2, heads.to(out.device))  # (B, P, T, K)
+    index = classes.to(out.device)[:, None, :, None].expand(-1, out.shape[1], -1, 1)
+    return per_head.gather(3, index).squeeze(3)
+
+
+def target_gradients(
+    forward: Forward, x: Tensor, heads: Tensor, classes: Tensor, chunk_size: int
+) -> tuple[Tensor, Tensor]:
+    """Gradient of each row's own target logit with respect to that row.
+
+    Rows are independent in eval mode, so one backward of the summed logits gives every row's gradient.
+
+    Args:
+        x: ``(N, C, h, w)`` inputs; heads, classes: ``(N,)`` the logit each row explains.
+
+    Returns:
+        grads ``(N, C, h, w)`` and the explained logits ``(N,)``, both detached.
+    """
+    grads, logits = torch.empty_like(x), x.new_empty(x.shape[0])
+    for part in chunks(x.shape[0], chunk_size):
+        leaf = x[part].detach().requires_grad_(True)
+        with torch.enable_grad():
+            y = pick(forward(leaf), heads[part], classes[part])
+            (grad,) = torch.autograd.grad(y.sum(), leaf)
+        grads[part], logits[part] = grad, y.detach()
+    return grads, logits
+
+
+def perturbed_targets(
+    task: Task,
+    perturb: Callable[[slice], Tensor],
+    count: int,
+    *,
+    forward: Forward | None = None,
+    softmax: bool = False,
+) -> Tensor:
+    """Target outputs of ``count`` perturbed copies of every example, all T targets from each forward.
+
+    Args:
+        perturb: ``part → (B, len(part), C, h, w)``: the variants ``part`` of every example.
+        count: number of variants P.
+        forward: the function to run (default ``task.forward``; Score-CAM passes ``task.image_forward``).
+        softmax: return each head's softmax probabilities instead of logits (RISE, Score-CAM).
+
+    Returns:
+        ``(B, P, T)`` float32, computed under ``torch.no_grad`` with at most ~``task.chunk_size`` inputs
+        per forward (at least one variant of every example).
+    """
+    forward = task.forward if forward is None else forward
+    per_chunk = max(1, task.chunk_size // task.batch)
+    out = []
+    with torch.no_grad():
+        for part in chunks(count, per_chunk):
+            variants = perturb(part)
+            b, p = variants.shape[:2]
+            logits = forward(variants.flatten(0, 1)).unflatten(0, (b, p))
+            if softmax:
+                logits = logits.softmax(dim=-1)
+            out.append(pick_targets(logits, task.heads, task.classes).float())
+    return torch.cat(out, dim=1)
+
+
+def sum_channels(maps: Tensor) -> Tensor:
+    """``(N, C, h, w) → (N, h, w)`` float32."""
+    return maps.sum(dim=1).float()

@@ -1,0 +1,52 @@
+"""Bring your own method: any callable ``(forward, inputs, targets) -> maps``, or a Captum class."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+from attreval.methods.base import Method, Task
+
+
+@dataclass(frozen=True)
+class FunctionMethod(Method):
+    """Wrap ``fn(forward, inputs, targets) -> maps`` as a method, one call per target column.
+
+    ``forward`` maps ``(N, C, h, w)`` to the logits ``(N, K)`` of the head being explained, ``inputs`` are
+    ``(B, C, h, w)`` and ``targets`` a ``LongTensor (B,)``: the Captum convention. ``fn`` may return
+    ``(B, h, w)`` or ``(B, C, h, w)`` (summed over channels).
+    """
+
+    fn: Callable[[Callable[[Tensor], Tensor], Tensor, Tensor], Tensor]
+    name: str = "custom"
+    display = "custom"
+
+    def __call__(self, task: Task) -> Tensor:
+        maps = [self._one_target(task, t) for t in range(task.num_targets)]
+        return torch.stack(maps, dim=1)
+
+    def _one_target(self, task: Task, t: int) -> Tensor:
+        head = int(task.heads[t])
+
+        def forward(x: Tensor) -> Tensor:
+            return task.forward(x)[:, head]
+
+        out = self.fn(forward, task.inputs.clone(), task.classes[:, t].clone())
+        if not isinstance(out, Tensor) or out.dim() not in (3, 4) or out.shape[0] != task.batch:
+            shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"expected the custom method to return (B, h, w) or (B, C, h, w) maps, got {shape}")
+        return (out.sum(dim=1) if out.dim() == 4 else out).detach().float()
+
+
+def captum_method(attribution_class: Any, name: str | None = None, **attribute_kwargs: Any) -> FunctionMethod:
+    """Wrap a Captum attribution class (e.g. ``captum.attr.Saliency``) as an attreval method.
+
+    >>> # from captum.attr import Saliency; m = captum_method(Saliency, abs=True)
+    """
+
+    def run(forward: Callable[[Tensor], Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
+        return attribution_class(forward).attribute(inputs, target=targets, **attribute_kwargs)
+
+    return FunctionMethod(run, name=name or attribution_class.__name__)

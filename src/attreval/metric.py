@@ -1,0 +1,79 @@
+"""The localization score of PAPER.md §1.5 (Eq. 1), vectorised over maps and cells.
+
+Order of operations (§1.5, from the authors' protocol): maps are channel-summed at their native
+resolution, **bilinearly upsampled** to the grid image size (``align_corners=False``), **then** clipped
+to their positive part, then the positive mass inside the target cell is divided by the total.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from attreval.grid import check_divisible
+
+
+def upsample(maps: Tensor, size: tuple[int, int] | None) -> Tensor:
+    """Bilinear upsampling of ``(B, T, h, w)`` maps to ``size`` (no-op when ``size`` is None or equal)."""
+    maps = maps.float()
+    if size is None or tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def cell_masses(maps: Tensor, n: int, size: tuple[int, int] | None = None) -> Tensor:
+    """Positive attribution mass of every cell: ``(B, T, h, w) → (B, T, n²)`` after upsampling to ``size``."""
+    _check_maps(maps)
+    positive = upsample(maps, size).clamp(min=0)
+    b, t, height, width = positive.shape
+    h, w = check_divisible(n, height, width)
+    return positive.view(b, t, n, h, n, w).sum(dim=(3, 5)).view(b, t, n * n)
+
+
+def localization_parts(
+    maps: Tensor, n: int, cells: Tensor, size: tuple[int, int] | None = None
+) -> tuple[Tensor, Tensor]:
+    """Positive mass inside the target cell and in total, each ``(B, T)`` float32."""
+    masses = cell_masses(maps, n, size)
+    cells = _check_cells(cells, masses.shape[:2], n)
+    inside = masses.gather(2, cells.to(masses.device)[..., None]).squeeze(2)
+    return inside, masses.sum(dim=2)
+
+
+def localization_score(
+    maps: Tensor, n: int, cells: Tensor, size: tuple[int, int] | None = None
+) -> Tensor:
+    """Localization score L = positive mass in the target cell ÷ total positive mass (PAPER.md Eq. 1).
+
+    Args:
+        maps: attribution maps ``(B, T, h, w)``, sign kept, at any resolution divisible by ``n``.
+        n: grid size (cells per side).
+        cells: ``LongTensor (B, T)``, the target cell (row-major) of every map.
+        size: the grid image size ``(H, W)`` to upsample to; ``None`` = maps are already at that size.
+
+    Returns:
+        ``(B, T)`` float32 scores in [0, 1]; 0 where the total positive mass is zero (no NaN).
+
+    >>> m = torch.zeros(1, 1, 4, 4); m[0, 0, :2, :2] = 1.0
+    >>> localization_score(m, 2, torch.tensor([[0]])).item()
+    1.0
+    """
+    inside, total = localization_parts(maps, n, cells, size)
+    return torch.where(total > 0, inside / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(total))
+
+
+def _check_maps(maps: Tensor) -> None:
+    if not isinstance(maps, Tensor) or maps.dim() != 4:
+        shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+        raise ValueError(f"expected maps of shape (B, T, h, w), got {shape}")
+
+
+def _check_cells(cells: Tensor, batch_targets: torch.Size, n: int) -> Tensor:
+    cells = torch.as_tensor(cells)
+    if cells.shape != batch_targets:
+        raise ValueError(f"expected cells of shape {tuple(batch_targets)} (B, T), got {tuple(cells.shape)}")
+    if cells.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"expected integer cells, got {cells.dtype}")
+    if cells.numel() and (cells.min() < 0 or cells.max() >= n * n):
+        raise ValueError(f"expected cells in [0, {n * n - 1}], got values in [{cells.min()}, {cells.max()}]")
+    return cells.long()
