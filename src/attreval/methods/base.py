@@ -185,7 +185,7 @@ def perturbed_targets(
             b, p = variants.shape[:2]
             logits = forward(variants.flatten(0, 1)).unflatten(0, (b, p))
             if softmax:
-                logits = logits.softmax(dim=-1)
+                logits = logits.float().softmax(dim=-1)
             out.append(pick_targets(logits, task.heads, task.classes).float())
     return torch.cat(out, dim=1)
 

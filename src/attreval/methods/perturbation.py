@@ -1,0 +1,216 @@
+"""Perturbation-based methods (PAPER.md §4.3): Occlusion and RISE.
+
+Both run many perturbed copies of every example through ``task.forward`` with
+:func:`~attreval.methods.base.perturbed_targets`, which gathers all T targets from each forward and
+batches at most ~``task.chunk_size`` inputs per pass. At hidden layers the perturbation acts on the
+activations (occluded value 0; RISE masks multiply the activations), PAPER.md §2.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from attreval.methods.base import Method, Task, perturbed_targets, register
+
+logger = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------------
+# Occlusion
+
+
+def patch_intervals(size: int, kernel_size: int, stride: int) -> list[tuple[int, int]]:
+    """Occlusion patches along one axis of ``size`` positions: clipped half-open ``[start, end)`` intervals.
+
+    The paper's grid (PAPER.md §4.3, from the authors' code), generalised to any K and s:
+
+    * **even K**: patch *starts* on the lattice ``s·ℤ``, every patch that overlaps the map, i.e. starts
+      ``-(⌈K/s⌉-1)·s, …, s·⌊(W-1)/s⌋``. For s | K and s | W these are the paper's ``W/s + K/s - 1``
+      positions from offset ``-(K/s-1)·s``, so border patches stick out (K=16, s=8, W=448: 57 per axis).
+    * **odd K**: patch *centres* ``0, s, 2s, …`` with half-width ``⌊K/2⌋``, up to the first centre
+      ``≥ W-1`` (the paper's "…, W" when s | W and s = 2) but never a patch wholly outside the map.
+      The authors' code reuses the even count ``W//s + K//s - 1`` here, which agrees for the paper's
+      K=5, s=2 and otherwise can yield empty patches (e.g. K=9, s=2) or miss the last pixel (odd W, K=3).
+
+    Every position is covered when ``stride ≤ kernel_size``; with larger strides some are never occluded
+    (their attribution is 0). Intervals are clipped to ``[0, size)``; their lengths give |P|.
+
+    >>> len(patch_intervals(448, 16, 8)), patch_intervals(448, 16, 8)[:2], patch_intervals(448, 16, 8)[-1]
+    (57, [(0, 8), (0, 16)], (440, 448))
+    >>> patch_intervals(8, 5, 2)  # odd K: centres 0, 2, 4, 6, 8
+    [(0, 3), (0, 5), (2, 7), (4, 8), (6, 8)]
+    """
+    for name, value in (("size", size), ("kernel_size", kernel_size), ("stride", stride)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"expected a positive integer {name}, got {value!r}")
+    if kernel_size % 2 == 0:
+        starts = range(-(math.ceil(kernel_size / stride) - 1) * stride, size, stride)
+    else:
+        half = kernel_size // 2
+        last = min(math.ceil((size - 1) / stride) * stride, size - 1 + half)
+        starts = (centre - half for centre in range(0, last + 1, stride))
+    return [(max(start, 0), min(start + kernel_size, size)) for start in starts]
+
+
+def interval_masks(size: int, kernel_size: int, stride: int, device: torch.device) -> Tensor:
+    """``(P, size)`` bool: row p marks the positions of patch p along one axis (see :func:`patch_intervals`)."""
+    bounds = torch.tensor(patch_intervals(size, kernel_size, stride), device=device)
+    positions = torch.arange(size, device=device)
+    return (positions >= bounds[:, :1]) & (positions < bounds[:, 1:])
+
+
+@dataclass(frozen=True)
+class Occlusion(Method):
+    """Occlusion (Zeiler & Fergus 2014) as configured in PAPER.md §4.3.
+
+    Each patch P of the grid of :func:`patch_intervals` is set to 0 (the mean pixel at the input in
+    normalised space; zero activations at hidden layers). Position p gets
+    ``Σ_{P ∋ p} (y_c(x) - y_c(x with P zeroed)) / |P|`` with |P| the patch area clipped to the map,
+    logits, no clamp. Patches are the outer product of row and column intervals, so they are kept as
+    two factors ``(Pr, h)`` and ``(Pc, w)`` rather than ``(Pr·Pc, h, w)`` masks (2.6 GB at 448²).
+
+    Attributes:
+        kernel_size, stride: patch side and step; ``None`` = the paper's rule for the task's layer.
+        input_kernel_size, input_stride: the paper's input-layer window, **16 / 8**.
+        hidden_kernel_size, hidden_stride: the paper's hidden-layer window, **5 / 2**.
+    """
+
+    display = "Occlusion"
+    family = "perturbation"
+    kernel_size: int | None = None
+    stride: int | None = None
+    input_kernel_size: int = 16
+    input_stride: int = 8
+    hidden_kernel_size: int = 5
+    hidden_stride: int = 2
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is None and field.name in ("kernel_size", "stride"):
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"expected a positive integer {field.name}, got {value!r}")
+
+    def window(self, task: Task) -> tuple[int, int]:
+        """``(kernel_size, stride)`` used for ``task``: the explicit fields, else the paper's rule by layer."""
+        if task.is_input_layer:
+            default = (self.input_kernel_size, self.input_stride)
+        else:
+            default = (self.hidden_kernel_size, self.hidden_stride)
+        kernel = default[0] if self.kernel_size is None else self.kernel_size
+        stride = default[1] if self.stride is None else self.stride
+        return kernel, stride
+
+    def __call__(self, task: Task) -> Tensor:
+        """Maps ``(B, T, h, w)`` float32 for every target, from ``1 + Pr·Pc`` forwards per example."""
+        kernel, stride = self.window(task)
+        x = task.inputs
+        rows = interval_masks(x.shape[-2], kernel, stride, x.device)  # (Pr, h)
+        cols = interval_masks(x.shape[-1], kernel, stride, x.device)  # (Pc, w)
+        per_row, zero = cols.shape[0], torch.zeros((), dtype=x.dtype, device=x.device)
+
+        def occlude(part: slice) -> Tensor:
+            index = torch.arange(part.start, part.stop, device=x.device)
+            patch = rows[index // per_row, :, None] & cols[index % per_row, None, :]  # (p, h, w)
+            return torch.where(patch[None, :, None], zero, x[:, None])  # (B, p, C, h, w)
+
+        clean = perturbed_targets(task, lambda part: x[:, None], 1)  # (B, 1, T)
+        occluded = perturbed_targets(task, occlude, rows.shape[0] * per_row)  # (B, Pr·Pc, T)
+        rows, cols = rows.float(), cols.float()
+        area = rows.sum(1)[:, None] * cols.sum(1)[None, :]  # (Pr, Pc)
+        delta = (clean - occluded).unflatten(1, area.shape) / area[None, :, :, None]
+        return torch.einsum("bpqt,ph,qw->bthw", delta, rows, cols)
+
+
+register("occlusion", Occlusion())
+
+# --------------------------------------------------------------------------------------------------
+# RISE
+
+
+def upsampling_rows(size: int, grid_size: int, shifts: Tensor) -> Tensor:
+    """Crops of the bilinear upsampling matrix: ``(M, size, s)``, row i of mask m weighs the s grid cells.
+
+    Upsampling a ``s``-cell axis to ``(s+1)·⌈size/s⌉`` (``align_corners=False``) is a linear map; bilinear
+    upsampling of an ``s × s`` grid is that map applied to rows and to columns. Row ``shifts[m] + i`` of it
+    gives position i of the crop of mask m.
+    """
+    cell = math.ceil(size / grid_size)
+    eye = torch.eye(grid_size)[:, None, :]  # (s, 1, s): one unit grid cell per row
+    matrix = F.interpolate(eye, size=(grid_size + 1) * cell, mode="linear", align_corners=False)[:, 0].T
+    return matrix[shifts[:, None] + torch.arange(size)]
+
+
+@functools.lru_cache(maxsize=4)
+def rise_masks(height: int, width: int, num_masks: int, grid_size: int, keep_prob: float, seed: int) -> Tensor:
+    """The RISE masks for a ``height × width`` map: ``(M, h, w)`` float32 on the CPU, cached (LRU of 4).
+
+    PAPER.md §4.3: each mask is a binary ``s × s`` grid (cells kept with probability p1), upsampled
+    bilinearly (``align_corners=False``, which equals the authors' skimage order-1 "reflect" resize) to
+    ``(s+1)·⌈h/s⌉ × (s+1)·⌈w/s⌉`` and cropped to ``h × w`` at a random shift in ``[0, ⌈h/s⌉) × [0, ⌈w/s⌉)``.
+    The upsample-and-crop is computed as ``rows_m @ grid_m @ cols_mᵀ`` (:func:`upsampling_rows`), equal to
+    ``F.interpolate`` then slicing up to float rounding, without the ``(M, 525, 525)`` temporary at 448².
+    All draws come from a CPU ``torch.Generator`` seeded with ``seed``, so masks are reproducible and
+    the same on every device. The returned tensor is shared by the cache: never modify it.
+    """
+    logger.debug("generating %d RISE masks for %d×%d maps (seed %d)", num_masks, height, width, seed)
+    generator = torch.Generator().manual_seed(seed)
+    grids = (torch.rand(num_masks, grid_size, grid_size, generator=generator) < keep_prob).float()
+    shift_h = torch.randint(0, math.ceil(height / grid_size), (num_masks,), generator=generator)
+    shift_w = torch.randint(0, math.ceil(width / grid_size), (num_masks,), generator=generator)
+    rows = upsampling_rows(height, grid_size, shift_h)  # (M, h, s)
+    cols = upsampling_rows(width, grid_size, shift_w)  # (M, w, s)
+    return rows @ grids @ cols.transpose(1, 2)
+
+
+@dataclass(frozen=True)
+class RISE(Method):
+    """RISE (Petsiuk et al. 2018) as configured in PAPER.md §4.3.
+
+    Saliency of target c: ``Σ_i softmax_c(f(x ⊙ m_i)) · m_i / (M · p1)`` with the softmax of the
+    explained head. Masks are generated per map resolution (layer) from ``seed`` (:func:`rise_masks`) and
+    shared by every example, so a batch gives the same maps as each example alone.
+
+    Attributes:
+        num_masks: M, **1000** in the paper (fewer than the original 6000 because inputs are 448²).
+        grid_size: s, **6**.
+        keep_prob: p1, **0.1**.
+        seed: seed of the mask generator.
+    """
+
+    display = "RISE"
+    family = "perturbation"
+    stochastic = True
+    num_masks: int = 1000
+    grid_size: int = 6
+    keep_prob: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("num_masks", "grid_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"expected a positive integer {name}, got {value!r}")
+        if not 0 < self.keep_prob <= 1:
+            raise ValueError(f"expected keep_prob in (0, 1], got {self.keep_prob!r}")
+
+    def __call__(self, task: Task) -> Tensor:
+        """Maps ``(B, T, h, w)`` float32 from M forwards per example (softmax probabilities)."""
+        x = task.inputs
+        masks = rise_masks(*x.shape[-2:], self.num_masks, self.grid_size, float(self.keep_prob), int(self.seed))
+        masks = masks.to(device=x.device)
+        perturb_masks = masks.to(dtype=x.dtype)
+        probs = perturbed_targets(
+            task, lambda part: x[:, None] * perturb_masks[part, None], self.num_masks, softmax=True
+        )  # (B, M, T)
+        return torch.einsum("bmt,mhw->bthw", probs, masks) / (self.num_masks * self.keep_prob)
+
+
+register("rise", RISE())

@@ -1,0 +1,118 @@
+"""The method contract, generated from the registry: every method × setting × layer × model family.
+
+Properties (HOUSE_STYLE "Tests that mean something"): shape, dtype, device, finite; batch == each example
+alone; all T targets at once == one at a time; same seed → same maps; the caller's model and tensors
+unchanged; no hooks left behind, also after an exception.
+"""
+import dataclasses
+
+import pytest
+import torch
+
+import attreval
+from attreval import METHODS
+from tiny_models import tiny_model
+
+# Smaller hyper-parameters keep the suite fast; they do not change what is being checked.
+FAST = {"rise": {"num_masks": 64}, "int_grad": {"n_steps": 6}, "smoothgrad": {"num_samples": 3, "base": "input_x_grad"}}
+SETTINGS = ["gridpg", "difull", "dipart"]
+LAYERS = ["input", "middle", "final"]
+N, CELL = 2, 16
+
+
+def fast_options(name):
+    fields = {f.name for f in dataclasses.fields(METHODS.get(name))}
+    return {k: v for k, v in FAST.get(name, {}).items() if k in fields}
+
+
+@pytest.fixture(scope="module", params=["vgg", "resnet"])
+def model(request):
+    return tiny_model(request.param, seed=1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(2, 3, N * CELL, N * CELL, generator=g)
+    labels = torch.stack([torch.randperm(10, generator=g)[: N * N] for _ in range(2)])
+    return images, labels
+
+
+def targets_for(setting, labels):
+    return labels if setting == "gridpg" else labels[:, [0, N * N - 1]]
+
+
+def heads_for(setting, columns):
+    corners = [0, N * N - 1]
+    return None if setting == "gridpg" else [corners[c] for c in columns]
+
+
+def all_hooks(model):
+    hooks = 0
+    for m in model.modules():
+        hooks += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        hooks += len(getattr(m, "_backward_pre_hooks", {}))
+    from torch.nn.modules import module as mod
+
+    hooks += len(mod._global_forward_hooks) + len(mod._global_forward_pre_hooks) + len(mod._global_backward_hooks)
+    return hooks
+
+
+def run(model, images, targets, name, setting, layer, heads=None):
+    return attreval.attribute(
+        model, images, targets, name, setting=setting, layer=layer, n=N, heads=heads, chunk_size=64,
+        **fast_options(name),
+    )
+
+
+def close(a, b):
+    scale = max(a.abs().max().item(), b.abs().max().item(), 1e-12)
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("layer", LAYERS)
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_contract(name, setting, layer, model, data):
+    images, labels = data
+    targets = targets_for(setting, labels)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    images_before, targets_before = images.clone(), targets.clone()
+
+    maps = run(model, images, targets, name, setting, layer)
+
+    staged = attreval.split_model(model)
+    h, w = attreval.make_setting(setting, model, N).activations(images, layer).shape[-2:]
+    assert maps.shape == (2, targets.shape[1], h, w)
+    assert maps.dtype == torch.float32 and maps.device == images.device
+    assert torch.isfinite(maps).all()
+    assert maps.abs().sum() > 0, "a method that returns all zeros explains nothing"
+
+    for b in range(2):  # batch == each example alone
+        close(run(model, images[b:b + 1], targets[b:b + 1], name, setting, layer), maps[b:b + 1])
+    for t in range(targets.shape[1]):  # T targets at once == one at a time
+        one = run(model, images, targets[:, t:t + 1], name, setting, layer, heads=heads_for(setting, [t]))
+        close(one, maps[:, t:t + 1])
+    torch.testing.assert_close(run(model, images, targets, name, setting, layer), maps, rtol=0, atol=0)
+
+    assert torch.equal(images, images_before) and torch.equal(targets, targets_before)
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert not model.training and all_hooks(model) == 0
+    del staged
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_no_hooks_left_after_an_exception(name, data):
+    model = tiny_model("vgg", seed=2)
+    images, labels = data
+    with pytest.raises(ValueError, match="target classes"):
+        run(model, images, labels + 100, name, "gridpg", "input")
+    assert all_hooks(model) == 0
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_has_display_name_and_family(name):
+    method = METHODS.get(name)
+    assert method.display != "?" and method.family in {"backprop", "activation", "perturbation"}
+    if method.stochastic:
+        assert "seed" in {f.name for f in dataclasses.fields(method)}
