@@ -58,7 +58,11 @@ def localization_score(
     >>> localization_score(m, 2, torch.tensor([[0]])).item()
     1.0
     """
-    inside, total = localization_parts(maps, n, cells, size)
+    return score_from_parts(*localization_parts(maps, n, cells, size))
+
+
+def score_from_parts(inside: Tensor, total: Tensor) -> Tensor:
+    """``inside / total`` where ``total > 0``, else 0 (PAPER.md §1.5 edge case), without NaN."""
     return torch.where(total > 0, inside / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(total))
 
 

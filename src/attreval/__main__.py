@@ -1,0 +1,5 @@
+import sys
+
+from attreval.cli import main
+
+sys.exit(main())

@@ -1,0 +1,223 @@
+"""Run configuration: a TOML file parsed into frozen dataclasses, strictly.
+
+Every unknown key, wrong type or unknown name fails with one line naming what was expected, what was
+found and, for names, the closest valid one. The embedded default lives in ``configs/default.toml``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from attreval.registry import did_you_mean, unknown_name_error
+
+PAPER_KERNELS = (9, 17, 33, 65, 129, 257)
+ALL = ("gridpg", "difull", "dipart")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the labelled images come from.
+
+    kind: ``fashion_mnist`` (embedded test set when ``root`` is empty), ``cifar10`` (python batches
+    folder), ``imagefolder`` (class sub-folders) or ``flat`` (a folder of images + ``labels_file``).
+    """
+
+    kind: str = "fashion_mnist"
+    root: str = ""
+    split: str = "test"
+    labels_file: str = ""
+    resize: int = 256
+    crop: int = 224
+    limit: int = 0  # use only the first `limit` images (0 = all): confidence filtering costs a forward per image
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model: a built-in name (``fashion_vgg``, ``fashion_resnet``, ``cifar_vgg11``) or any torchvision
+    classification model name, with ``weights`` a local state-dict file (built-ins default to the shipped one)."""
+
+    name: str
+    weights: str = ""
+    num_classes: int = 0
+    label: str = ""
+
+    @property
+    def key(self) -> str:
+        """The name used in results tables (``label`` if given)."""
+        return self.label or self.name
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """Grid data (PAPER.md §1.1): ``gridpg`` grids of distinct classes, ``disconnected`` grids with repeated
+    corners for DiFull/DiPart, from images classified correctly with softmax ≥ ``confidence``."""
+
+    n: int = 2
+    gridpg: int = 500
+    disconnected: int = 1000
+    confidence: float = 0.99
+    selection: str = "per_model"  # or "intersection" (one grid set confident for every model)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What to evaluate. ``methods = ["all"]`` means every registered method."""
+
+    settings: tuple[str, ...] = ALL
+    layers: tuple[str, ...] = ("input", "middle", "final")
+    methods: tuple[str, ...] = ("all",)
+    heads: str = "corners"  # DiFull/DiPart heads: "corners" (PAPER.md §1.3) or "all"
+    smooth_methods: tuple[str, ...] = ("int_grad", "input_x_grad")
+    kernel_sizes: tuple[int, ...] = PAPER_KERNELS
+    reference_side: int = 448
+    batch_size: int = 8
+    chunk_size: int = 64
+    store_maps: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    device: str = "cpu"
+    data: DataConfig = field(default_factory=DataConfig)
+    models: tuple[ModelConfig, ...] = ()
+    grids: GridConfig = field(default_factory=GridConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method option overrides
+
+    def method_names(self) -> list[str]:
+        from attreval.methods import METHODS
+
+        return METHODS.names() if self.evaluation.methods == ("all",) else list(self.evaluation.methods)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _typed(section: str, key: str, value: Any, kind: Any) -> Any:
+    """Check one value against a field type; tuples accept TOML arrays."""
+    kind = str(kind)
+    where = f"[{section}] {key}" if section else key
+    if kind.startswith("tuple"):
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list for {where}, got {type(value).__name__} {value!r}")
+        inner = int if "int" in kind else str
+        if not all(isinstance(v, inner) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"expected a list of {inner.__name__} for {where}, got {value!r}")
+        return tuple(value)
+    expected = {"int": int, "float": (int, float), "str": str, "bool": bool}[kind]
+    if not isinstance(value, expected) or (kind in ("int", "float") and isinstance(value, bool)):
+        raise ValueError(f"expected {kind} for {where}, got {type(value).__name__} {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def _section(cls: type, section: str, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a table for [{section}], got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ValueError(f"unknown key '{key}' in [{section}]{did_you_mean(key, list(fields))}; expected one of: {', '.join(fields)}")
+        values[key] = _typed(section, key, value, fields[key].type)
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ValueError(f"incomplete [{section}]: {err}") from None
+
+
+def parse_config(raw: dict[str, Any]) -> RunConfig:
+    """A validated :class:`RunConfig` from a TOML-like dict."""
+    top = {f.name for f in dataclasses.fields(RunConfig)}
+    for key in raw:
+        if key not in top:
+            raise ValueError(f"unknown key '{key}'{did_you_mean(key, sorted(top))}; expected one of: {', '.join(sorted(top))}")
+    models = raw.get("models", [])
+    if not isinstance(models, list) or not models:
+        raise ValueError("expected at least one [[models]] table with a name, got none")
+    config = RunConfig(
+        seed=_typed("", "seed", raw.get("seed", 0), "int"),
+        device=_typed("", "device", raw.get("device", "cpu"), "str"),
+        data=_section(DataConfig, "data", raw.get("data", {})),
+        models=tuple(_section(ModelConfig, "models", m) for m in models),
+        grids=_section(GridConfig, "grids", raw.get("grids", {})),
+        evaluation=_section(EvaluationConfig, "evaluation", raw.get("evaluation", {})),
+        methods=_method_options(raw.get("methods", {})),
+    )
+    validate(config)
+    return config
+
+
+def _method_options(raw: Any) -> dict[str, dict[str, Any]]:
+    from attreval.methods import METHODS, resolve_method
+
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a table for [methods], got {type(raw).__name__}")
+    for name, options in raw.items():
+        if name not in METHODS:
+            raise unknown_name_error("method in [methods]", name, METHODS.names())
+        if not isinstance(options, dict):
+            raise ValueError(f"expected a table [methods.{name}], got {type(options).__name__}")
+        resolve_method(name, **options)  # unknown options fail here, with a did-you-mean
+    return dict(raw)
+
+
+def validate(config: RunConfig) -> None:
+    """Cross-field checks: names, sizes, choices."""
+    from attreval.methods import METHODS
+    from attreval.settings import SETTINGS
+
+    g, e = config.grids, config.evaluation
+    for name, value in (("n", g.n), ("gridpg", g.gridpg), ("disconnected", g.disconnected)):
+        if value < (1 if name == "n" else 0):
+            raise ValueError(f"expected a positive [grids] {name}, got {value}")
+    for name, value in (("batch_size", e.batch_size), ("chunk_size", e.chunk_size), ("reference_side", e.reference_side)):
+        if value < 1:
+            raise ValueError(f"expected a positive [evaluation] {name}, got {value}")
+    if config.data.limit < 0:
+        raise ValueError(f"expected a non-negative [data] limit, got {config.data.limit}")
+    if not 0 <= g.confidence <= 1:
+        raise ValueError(f"expected [grids] confidence in [0, 1], got {g.confidence}")
+    _choice("[grids] selection", g.selection, ["per_model", "intersection"])
+    _choice("[evaluation] heads", e.heads, ["corners", "all"])
+    _choice("[data] kind", config.data.kind, ["fashion_mnist", "cifar10", "imagefolder", "flat"])
+    for s in e.settings:
+        if s not in SETTINGS:
+            raise unknown_name_error("setting", s, SETTINGS.names())
+    for m in config.method_names() + list(e.smooth_methods):
+        if m not in METHODS:
+            raise unknown_name_error("method", m, METHODS.names() + ["all"])
+    if any(k < 1 for k in e.kernel_sizes):
+        raise ValueError(f"expected positive [evaluation] kernel_sizes, got {list(e.kernel_sizes)}")
+    keys = [m.key for m in config.models]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"expected distinct model names (use label = … to tell them apart), got {keys}")
+
+
+def _choice(where: str, value: str, choices: list[str]) -> None:
+    if value not in choices:
+        raise unknown_name_error(f"value for {where}", value, choices)
+
+
+def load_config(path: str | Path | None = None) -> RunConfig:
+    """Parse a TOML file; ``None`` gives the embedded default (``attreval/configs/default.toml``)."""
+    if path is None:
+        text = resources.files("attreval.configs").joinpath("default.toml").read_text()
+        source = "the embedded default config"
+    else:
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise ValueError(f"expected a config file, found nothing at {path}") from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+            raise ValueError(f"expected a readable TOML config file at {path}, got {type(err).__name__}") from None
+        source = str(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"expected valid TOML in {source}, got a syntax error: {err}") from None
+    return parse_config(raw)

@@ -1,0 +1,68 @@
+"""Models named in a run config: the project's own (shipped weights) or any torchvision/timm CNN with
+weights from a local file. Nothing is downloaded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from attreval.models.staged import split_model
+from attreval.models.zoo import MODELS, load_default_model
+
+
+def torchvision_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def load_model(name: str, weights: str = "", num_classes: int = 0) -> nn.Module:
+    """A model in eval mode on the CPU, split-checked (it must be VGG-like or ResNet-like).
+
+    Args:
+        name: ``fashion_vgg`` / ``fashion_resnet`` / ``cifar_vgg11``, a torchvision name (``vgg11``,
+            ``resnet18``, ``vgg11_bn`` …) or ``timm:NAME`` (needs the ``timm`` extra).
+        weights: local state-dict file (required for torchvision/timm names).
+        num_classes: output classes of a torchvision/timm model (default 1000).
+    """
+    if name in MODELS:
+        model = load_default_model(name, weights or None)
+    else:
+        model = _external(name, weights, num_classes or 1000)
+    split_model(model)  # fail now, not mid-run, if the architecture cannot be split
+    return model
+
+
+def _external(name: str, weights: str, num_classes: int) -> nn.Module:
+    if name.startswith("timm:"):
+        try:
+            import timm
+        except ImportError:
+            raise ValueError("expected the timm package for a 'timm:' model, got none (pip install attreval[timm])") from None
+        build = lambda: timm.create_model(name[5:], pretrained=False, num_classes=num_classes)  # noqa: E731
+    else:
+        names = torchvision_names()
+        if name not in names:
+            from attreval.registry import unknown_name_error
+
+            raise unknown_name_error("model", name, MODELS.names() + names)
+        import torchvision
+
+        build = lambda: torchvision.models.get_model(name, weights=None, num_classes=num_classes)  # noqa: E731
+    if not weights:
+        raise ValueError(f"expected a local weights file for model '{name}' (weights = \"path/to/{name}.pth\"), got none")
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ValueError(f"expected the weights of '{name}' at {path}, found no file there")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises several kinds for a bad file
+        raise ValueError(f"expected a torch state-dict file at {path}, got unreadable data ({type(err).__name__})") from None
+    model = build()
+    try:
+        model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
+    except (RuntimeError, AttributeError, TypeError) as err:
+        first = str(err).strip().splitlines()[0][:200]
+        raise ValueError(f"expected weights for '{name}' with {num_classes} classes in {path}, got: {first}") from None
+    return model.eval()

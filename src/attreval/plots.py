@@ -1,0 +1,378 @@
+"""Figures of a run, with matplotlib's object API only (no pyplot, no ``matplotlib.use``: nothing global
+changes on import or call). Every function returns a :class:`~matplotlib.figure.Figure`; :func:`save`
+writes it as PNG atomically. Display normalisation (colour scales, grey images) happens only here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LinearSegmentedColormap, Normalize
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+
+from attreval.analysis.aggatt import AggAtt, Examples, normalise
+from attreval.store import atomic_write
+
+FAMILIES = ("backprop", "activation", "perturbation")
+SETTING_ORDER = ("gridpg", "difull", "dipart")
+LAYER_ORDER = ("input", "middle", "final")
+LAYER_COLOURS = {"input": "#4c72b0", "middle": "#dd8452", "final": "#55a868"}
+OTHER_COLOURS = ("#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
+#: AggAtt colormap (PAPER.md §3.6): red (negative) – white – green (positive), shown on [−1, 1].
+RDWHGN = LinearSegmentedColormap.from_list("RdWhGn", ["red", "white", "green"])
+TARGET_EDGE = "blue"
+CURVE_COLOURS = {"int_grad": "#c44e52", "input_x_grad": "#4c72b0"}
+
+
+def new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` as a PNG at ``path`` (temporary file, then rename). Light zlib compression: tall
+    AggAtt figures encode several times faster for somewhat larger files."""
+    path = Path(path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, pil_kwargs={"compress_level": 1}))
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Names and orders
+
+
+def method_display(method: str) -> str:
+    from attreval.methods import METHODS
+
+    return METHODS.get(method).display if method in METHODS else method
+
+
+def method_family(method: str) -> str:
+    from attreval.methods import METHODS
+
+    return METHODS.get(method).family if method in METHODS else "other"
+
+
+def setting_display(setting: str) -> str:
+    from attreval.settings import SETTINGS
+
+    return SETTINGS.get(setting).display if setting in SETTINGS else setting
+
+
+def ordered(values, first: Sequence[str]) -> list[str]:
+    """``values`` (unique) with the names in ``first`` leading, in that order, the rest in seen order."""
+    values = list(dict.fromkeys(values))
+    return [v for v in first if v in values] + [v for v in values if v not in first]
+
+
+def method_order(methods) -> list[str]:
+    from attreval.methods import METHODS
+
+    return ordered(methods, METHODS.names())
+
+
+def layer_colour(layer: str, layers: Sequence[str]) -> str:
+    others = [x for x in layers if x not in LAYER_COLOURS]
+    return LAYER_COLOURS.get(layer) or OTHER_COLOURS[others.index(layer) % len(OTHER_COLOURS)]
+
+
+def evaluation_label(method: str, layer: str, kernel_ref: int = 0) -> str:
+    """``"IntGrad · input"``, ``"S-IntGrad K=129 · input"``."""
+    name = method_display(method)
+    return f"S-{name} K={kernel_ref} · {layer}" if kernel_ref else f"{name} · {layer}"
+
+
+def infer_n(results: pd.DataFrame) -> int:
+    """Grid size from the highest evaluated cell (corner n²−1 is always evaluated when n > 1)."""
+    return max(1, math.isqrt(int(results["cell"].max()) + 1)) if len(results) else 1
+
+
+# --------------------------------------------------------------------------------------------------
+# (1) Localization box plots (PAPER.md §1.5, Fig. 9 layout)
+
+
+def localization_boxplots(results: pd.DataFrame, model: str, *, n: int | None = None, kernel_size: int = 0) -> Figure:
+    """Rows = method families, columns = settings, per method one box per layer.
+
+    Whiskers at 1.5 IQR, no fliers; dashed lines at 1 (perfect) and 1/n² (uniform); ``*`` marks a box that
+    collapses to a single value; y from −0.1 to 1.1.
+    """
+    rows = results[(results["model"] == model) & (results["kernel_size"] == kernel_size)]
+    if rows.empty:
+        raise ValueError(f"expected results for model '{model}', got none")
+    n = infer_n(rows) if n is None else n
+    families = ordered(sorted({method_family(m) for m in rows["method"].unique()}), FAMILIES)
+    settings = ordered(rows["setting"].unique(), SETTING_ORDER)
+    layers = ordered(rows["layer"].unique(), LAYER_ORDER)
+    groups = {key: g["score"].to_numpy() for key, g in rows.groupby(["setting", "method", "layer"])}
+    widest = max(sum(method_family(m) == f for m in rows["method"].unique()) for f in families)
+    fig = new_figure(1.6 + len(settings) * (0.9 + 0.75 * widest), 0.6 + 2.6 * len(families))
+    axes = fig.subplots(len(families), len(settings), squeeze=False, sharey=True)
+    width = 0.8 / len(layers)
+    for i, family in enumerate(families):
+        methods = method_order(m for m in rows["method"].unique() if method_family(m) == family)
+        for j, setting in enumerate(settings):
+            ax = axes[i, j]
+            for k, method in enumerate(methods):
+                for li, layer in enumerate(layers):
+                    scores = groups.get((setting, method, layer))
+                    if scores is None or not len(scores):
+                        continue
+                    pos = k + (li - (len(layers) - 1) / 2) * width
+                    box = ax.boxplot([scores], positions=[pos], widths=width * 0.9, showfliers=False, patch_artist=True,
+                                     medianprops={"color": "black"}, manage_ticks=False)
+                    box["boxes"][0].set_facecolor(layer_colour(layer, layers))
+                    if np.ptp(scores) == 0:
+                        ax.text(pos, min(float(scores[0]) + 0.03, 1.04), "*", ha="center", va="bottom", fontsize=12)
+            for level in (1.0, 1.0 / (n * n)):
+                ax.axhline(level, color="grey", linestyle="--", linewidth=0.8, zorder=0)
+            ax.set_xticks(range(len(methods)), [method_display(m) for m in methods], rotation=20, fontsize=8)
+            ax.set_xlim(-0.6, max(len(methods), widest) - 0.4)
+            ax.set_ylim(-0.1, 1.1)
+            if not any((setting, m, layer) in groups for m in methods for layer in layers):
+                ax.text(0.5, 0.5, "not evaluated", transform=ax.transAxes, ha="center", color="grey")
+            if i == 0:
+                ax.set_title(setting_display(setting))
+            if j == 0:
+                ax.set_ylabel(f"{family}\nlocalization score")
+    handles = [Patch(facecolor=layer_colour(x, layers), label=x) for x in layers]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(layers), title="layer", fontsize=8)
+    fig.suptitle(f"{model}: localization score (n={n}; dashed: 1 and 1/n²; * = all scores equal)")
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# (2, 3) AggAtt: panels are pasted into one RGB mosaic on a single Axes (one Axes per panel costs ~100×
+# more to lay out and draw with 10+ methods × 6 bins), labelled and outlined in data coordinates.
+
+PANEL_INCHES = 1.35
+
+
+@dataclass
+class Panel:
+    """One mosaic panel: an ``(H, W, 3)`` float RGB image (``None`` = blank), an optional caption drawn in
+    its top-left corner, a centred note for blanks, and the target cell to outline."""
+
+    rgb: np.ndarray | None
+    caption: str = ""
+    note: str = ""
+    cell: tuple[int, int] | None = None  # (cell, n)
+
+
+def _rgb(values: np.ndarray, cmap, vmin: float, vmax: float) -> np.ndarray:
+    scaled = (np.asarray(values, dtype=np.float64) - vmin) / (vmax - vmin)
+    return cmap(np.clip(np.nan_to_num(scaled, nan=0.5), 0, 1))[..., :3]
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` normalised image → ``(H, W, 3)`` grey in [0, 1] (min–max over the image)."""
+    grey = np.asarray(image, dtype=np.float32).mean(axis=0)
+    low, high = float(grey.min()), float(grey.max())
+    grey = (grey - low) / (high - low) if high > low else np.zeros_like(grey)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+def image_grid(panels: Sequence[Sequence[Panel]], row_labels: Sequence[str], column_titles: Sequence[str],
+               title: str = "", colorbar: str = "", group_rows: int = 1) -> Figure:
+    """A rows × columns grid of equally sized panels as one image, with labels, captions and cell outlines.
+
+    ``colorbar``: label of an RDWHGN colorbar on [−1, 1] (none when empty); ``group_rows``: a wider gap
+    after every that many rows.
+    """
+    shapes = [p.rgb.shape[:2] for row in panels for p in row if p.rgb is not None]
+    height, width = shapes[0] if shapes else (32, 32)
+    rows, cols, pad = len(panels), len(panels[0]), max(2, height // 12)
+    tops = [r * (height + pad) + (r // group_rows) * 3 * pad for r in range(rows)]
+    mosaic = np.full((tops[-1] + height, cols * (width + pad) - pad, 3), 255, dtype=np.uint8)
+    origins = [[(tops[r], c * (width + pad)) for c in range(cols)] for r in range(rows)]
+    for r, row in enumerate(panels):
+        for c, panel in enumerate(row):
+            if panel.rgb is not None:
+                y, x = origins[r][c]
+                mosaic[y:y + height, x:x + width] = np.round(np.clip(panel.rgb, 0, 1) * 255).astype(np.uint8)
+    left, right, top, bottom = 1.5, (1.3 if colorbar else 0.2), (0.9 if title else 0.6), 0.1
+    inch = PANEL_INCHES / width  # inches per mosaic pixel
+    fig_w, fig_h = left + right + mosaic.shape[1] * inch, top + bottom + mosaic.shape[0] * inch
+    fig = Figure(figsize=(fig_w, fig_h))
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((left / fig_w, bottom / fig_h, 1 - (left + right) / fig_w, 1 - (top + bottom) / fig_h))
+    ax.imshow(mosaic, interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
+    for r, row in enumerate(panels):
+        y0 = origins[r][0][0]
+        ax.text(-pad * 2, y0 + height / 2, row_labels[r], ha="right", va="center", fontsize=8)
+        for c, panel in enumerate(row):
+            y, x = origins[r][c]
+            if panel.cell is not None and panel.rgb is not None:
+                cell, n = panel.cell
+                ch, cw = height / n, width / n
+                cr, cc = divmod(cell, n)
+                ax.add_patch(Rectangle((x + cc * cw - 0.5, y + cr * ch - 0.5), cw, ch, fill=False,
+                                       edgecolor=TARGET_EDGE, linewidth=1.2))
+            if panel.caption:
+                ax.text(x + 1, y + 1, panel.caption, ha="left", va="top", fontsize=6,
+                        bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "linewidth": 0})
+            if panel.note:
+                ax.text(x + width / 2, y + height / 2, panel.note, ha="center", va="center", fontsize=8, color="grey")
+    for c, text in enumerate(column_titles):
+        ax.text(origins[0][c][1] + width / 2, -pad, text, ha="center", va="bottom", fontsize=8)
+    if colorbar:
+        cax = fig.add_axes((1 - 1.05 / fig_w, 0.25, 0.15 / fig_w, 0.5))
+        fig.colorbar(ScalarMappable(Normalize(-1, 1), RDWHGN), cax=cax, label=colorbar)
+    if title:
+        fig.suptitle(title, y=1 - 0.15 / fig_h, va="top")
+    return fig
+
+
+def aggatt_figure(rows: Sequence[tuple[str, AggAtt]], title: str = "") -> Figure:
+    """Rows = methods (label, AggAtt), columns = bins: the mean maps on each method's common scale (§3.6),
+    RDWHGN colormap on [−1, 1], the target cell outlined in blue; empty bins say so."""
+    if not rows:
+        raise ValueError("expected at least one (label, AggAtt) row, got none")
+    bins = rows[0][1].bins
+    panels = []
+    for _, a in rows:
+        shown = a.normalised()
+        panels.append([Panel(None, note="empty bin") if b.empty else Panel(_rgb(shown[j], RDWHGN, -1, 1), cell=(a.cell, a.n))
+                       for j, b in enumerate(a.bins)])
+    titles = [f"{b.label}\n(N={b.size})" for b in bins]
+    return image_grid(panels, [label for label, _ in rows], titles, title, colorbar="mean map / method scale")
+
+
+def aggatt_examples_figure(rows: Sequence[tuple[str, AggAtt, Examples]], title: str = "") -> Figure:
+    """For each method two rows: the grid image (grey) and its map at each bin's median position (§3.7),
+    each map on its own 99.5th-percentile scale; captions give the grid index and its score."""
+    if not rows:
+        raise ValueError("expected at least one (label, AggAtt, Examples) row, got none")
+    panels, labels = [], []
+    for label, a, ex in rows:
+        images, maps = [], []
+        for j, b in enumerate(a.bins):
+            if ex.images[j] is None:
+                images.append(Panel(None, note="empty bin"))
+                maps.append(Panel(None))
+                continue
+            images.append(Panel(_grey(ex.images[j]), f"grid {ex.grids[j]}, L={ex.scores[j]:.2f}", cell=(a.cell, a.n)))
+            maps.append(Panel(_rgb(normalise(ex.maps[j]), RDWHGN, -1, 1), cell=(a.cell, a.n)))
+        panels += [images, maps]
+        labels += [f"{label}\nimage", f"{label}\nmap"]
+    titles = [f"{b.label}" for b in rows[0][1].bins]
+    return image_grid(panels, labels, titles, title, colorbar="map / its own scale", group_rows=2)
+
+
+# --------------------------------------------------------------------------------------------------
+# (4) Smoothing curves (PAPER.md §6.1, Fig. 5)
+
+
+def _kernel_axis(ax, refs: Sequence[int]) -> dict[int, int]:
+    ax.set_xticks(range(len(refs)), ["Orig" if r == 0 else str(r) for r in refs], fontsize=8)
+    return {r: i for i, r in enumerate(refs)}
+
+
+def smoothing_curves_figure(curves: pd.DataFrame, title: str = "", *, n: int | None = None) -> Figure:
+    """Panels: rows = layers, columns = settings; median (line) and IQR (band) per smoothed method against
+    the paper's kernel size at 448 px, with final-layer Grad-CAM (dashed) and SmoothGrad (dotted)."""
+    curve = curves[curves["role"] == "curve"]
+    if curve.empty:
+        raise ValueError("expected smoothing curves (rows with role 'curve'), got none")
+    settings = ordered(curve["setting"].unique(), SETTING_ORDER)
+    layers = ordered(curve["layer"].unique(), LAYER_ORDER)
+    refs = sorted(curve["kernel_ref"].unique())
+    fig = new_figure(0.8 + 3.6 * len(settings), 0.6 + 2.8 * len(layers))
+    axes = fig.subplots(len(layers), len(settings), squeeze=False, sharey=True)
+    colours = {m: CURVE_COLOURS.get(m, OTHER_COLOURS[i % len(OTHER_COLOURS)])
+               for i, m in enumerate(method_order(curve["method"].unique()))}
+    for i, layer in enumerate(layers):
+        for j, setting in enumerate(settings):
+            ax = axes[i, j]
+            x = _kernel_axis(ax, refs)
+            panel = curves[(curves["setting"] == setting)]
+            for method, line in curve[(curve["setting"] == setting) & (curve["layer"] == layer)].groupby("method", sort=False):
+                xs = [x[r] for r in line["kernel_ref"]]
+                ax.plot(xs, line["median"], marker="o", color=colours[method], label=f"S-{method_display(method)}")
+                ax.fill_between(xs, line["q25"], line["q75"], color=colours[method], alpha=0.15)
+            for _, ref in panel[panel["role"] == "reference"].iterrows():
+                ax.axhline(ref["median"], color="black", linestyle="--", linewidth=1,
+                           label=f"{method_display(ref['method'])} ({ref['layer']})")
+            for _, sg in panel[(panel["role"] == "smoothgrad") & (panel["layer"] == layer)].iterrows():
+                ax.axhline(sg["median"], color="purple", linestyle=":", linewidth=1.2, label=method_display(sg["method"]))
+            if n:
+                ax.axhline(1 / (n * n), color="grey", linestyle="--", linewidth=0.6)
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_title(f"{setting_display(setting)} · {layer}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel("median localization")
+            if i == len(layers) - 1:
+                ax.set_xlabel("kernel size (at 448 px)")
+            ax.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# (5, 6) Correlations (PAPER.md §6.2)
+
+
+def correlation_heatmap(matrix: pd.DataFrame, title: str = "") -> Figure:
+    """Spearman ρ between (method, layer[, kernel_ref]) evaluations; lines separate layers."""
+    labels = [evaluation_label(*key) if isinstance(key, tuple) else str(key) for key in matrix.columns]
+    k = len(labels)
+    size = 2.5 + 0.28 * k
+    fig = new_figure(size + 1.2, size)
+    ax = fig.subplots()
+    image = ax.imshow(matrix.to_numpy(dtype=float), cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.set_xticks(range(k), labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(k), labels, fontsize=7)
+    if k <= 16:
+        for (a, b), value in np.ndenumerate(matrix.to_numpy(dtype=float)):
+            if np.isfinite(value):
+                ax.text(b, a, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if abs(value) > 0.6 else "black")
+    if isinstance(matrix.columns, pd.MultiIndex):
+        layer = matrix.columns.get_level_values(1)
+        for pos in np.flatnonzero(layer[1:] != layer[:-1]):
+            ax.axhline(pos + 0.5, color="black", linewidth=0.8)
+            ax.axvline(pos + 0.5, color="black", linewidth=0.8)
+    fig.colorbar(image, ax=ax, shrink=0.7, label="Spearman ρ")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def reference_correlation_figure(table: pd.DataFrame, title: str = "") -> Figure:
+    """Tables 1/2 as lines: ρ(Grad-CAM final, S-method input) against kernel size, one line per
+    (method, model) row of :func:`attreval.analysis.correlation.reference_table`; values annotated."""
+    if table.empty:
+        raise ValueError("expected a non-empty correlation table, got none")
+    refs = sorted(int(c) for c in table.columns)
+    fig = new_figure(7.5, 4.2)
+    ax = fig.subplots()
+    x = _kernel_axis(ax, refs)
+    styles = ("-", "--", ":", "-.")
+    methods = list(dict.fromkeys(table.index.get_level_values(0)))
+    models = list(dict.fromkeys(table.index.get_level_values(1)))
+    for i, ((method, model), values) in enumerate(table.iterrows()):
+        xs, ys = [x[r] for r in refs], values.to_numpy(dtype=float)
+        colour = CURVE_COLOURS.get(method, OTHER_COLOURS[methods.index(method) % len(OTHER_COLOURS)])
+        ax.plot(xs, ys, marker="o", color=colour, linestyle=styles[models.index(model) % len(styles)],
+                label=f"S-{method_display(method)} · {model}")
+        for xi, v in zip(xs, ys):  # labels alternate above / below so that close lines stay readable
+            if np.isfinite(v):
+                ax.annotate(f"{v:.2f}", (xi, v), textcoords="offset points", xytext=(0, 6 if i % 2 == 0 else -11),
+                            ha="center", fontsize=7, color=colour)
+    ax.axhline(0, color="grey", linewidth=0.6)
+    ax.set_ylim(-1.05, 1.1)
+    ax.set_xlabel("kernel size of the smoothed method (at 448 px)")
+    ax.set_ylabel("Spearman ρ with Grad-CAM (final)")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "Grad-CAM (final) vs S-IntGrad / S-IxG (input), GridPG")
+    return fig

@@ -1,0 +1,313 @@
+"""A static HTML report of a run directory: ``RUN/report.html`` plus its figures in ``RUN/report/``.
+
+The figures are separate PNG files referenced by relative links, not inlined base64: the HTML stays
+small and quick to open, each figure can be used on its own (slides, papers), and re-running the report
+rewrites files in place. Move or share the run directory as a whole (the links are relative, so it opens
+from any location, from disk, with no server). A tiny inline script marks any figure that fails to load
+(and counts them on ``<body data-broken-images>``), so a missing file is visible, not silent.
+
+Works on partial runs: every piece (metadata, a setting, a layer, a method's maps, the grid file, GridPG
+for correlations, smoothed rows) is used when present and replaced by a note when absent.
+"""
+from __future__ import annotations
+
+import html
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import pandas as pd
+
+from attreval import plots
+from attreval.analysis import aggatt as agg
+from attreval.analysis import correlation, smoothing_curves
+from attreval.store import RunStore, atomic_write
+
+log = logging.getLogger(__name__)
+
+FIGURE_DIR = "report"
+#: Hook for the cost analysis (PAPER.md §7): a table written by the cost step, shown when present.
+COSTS_FILE = "costs.parquet"
+#: Smoothed rows added to the AggAtt figures: the paper's qualitative kernel (K = 129 at 448 px, §6.1).
+AGGATT_KERNEL_REF = 129
+
+HOW_TO_READ = {
+    "boxplots": "One box per method and layer (colour) over all evaluated maps: the box spans the middle half "
+                "of the scores, the line is the median, whiskers reach 1.5 IQR (outliers not drawn). 1 means all "
+                "positive attribution lies in the target cell; the lower dashed line is a uniform map (1/n²). "
+                "In DiFull, anything below 1 is attribution to cells the head cannot see (unfaithful). "
+                "A * marks a box whose scores are all equal.",
+    "aggatt": "Each row is one method; each column averages the (positive) maps of a slice of the instances "
+              "sorted by score, best first: 0–2 % are the best localized, 98–100 % the worst. One colour scale "
+              "per row (its 99.5th percentile), so rows show how strong the average attribution is in each bin. "
+              "The blue square is the target cell. Green = positive attribution.",
+    "examples": "The instance at the median of each bin: the grid image (grey) and its map (each map on its own "
+                "scale). Use it to see what a typical map in each bin looks like.",
+    "smoothing": "Median (line) and interquartile range (band) of S-IntGrad / S-IxG against the Gaussian kernel "
+                 "size, expressed as the paper's size at 448 px (Orig = not smoothed). The dashed line is "
+                 "final-layer Grad-CAM in the same setting; a dotted line is SmoothGrad at that layer.",
+    "heatmap": "Spearman rank correlation of the per-instance GridPG scores of every pair of (method, layer), "
+               "paired on grid and cell. High ρ: the two evaluations find the same instances easy and hard. "
+               "Black lines separate layers.",
+    "reference": "The Table 1/2 analogue: Spearman ρ between final-layer Grad-CAM and input-layer S-IntGrad / "
+                 "S-IxG scores on GridPG, per kernel size. The paper finds ρ rising with the kernel for "
+                 "S-IntGrad on both of its models (0.34 → 0.80 on VGG11).",
+}
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
+h1, h2, h3 { font-weight: 600; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; font-size: 13px; margin: .5em 0; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; } th { background: #f3f3f3; }
+img { max-width: 100%; display: block; margin: .5em 0; border: 1px solid #eee; }
+img.broken { border: 2px solid red; min-height: 2em; }
+.note { color: #8a6d3b; background: #fcf8e3; padding: .3em .6em; border-left: 3px solid #e0c060; }
+.how { color: #444; font-size: 14px; max-width: 900px; }
+pre { background: #f7f7f7; padding: .5em; overflow-x: auto; font-size: 12px; }
+"""
+
+# Marks figures that did not load (red border, alt text, console error) and counts them on <body>.
+SCRIPT = """
+window.addEventListener("load", function () {
+  var images = document.images, broken = 0;
+  for (var i = 0; i < images.length; i++) {
+    if (!(images[i].complete && images[i].naturalWidth > 0)) {
+      broken++;
+      images[i].classList.add("broken");
+      images[i].alt = "missing figure: " + images[i].getAttribute("src");
+      console.error("attreval report: missing figure " + images[i].getAttribute("src"));
+    }
+  }
+  document.body.setAttribute("data-images", images.length);
+  document.body.setAttribute("data-broken-images", broken);
+});
+"""
+
+
+@dataclass
+class _Report:
+    """Accumulates HTML and figure files while the report is built."""
+
+    store: RunStore
+    dpi: int
+    parts: list[str] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+
+    def heading(self, level: int, text: str, anchor: str | None = None) -> None:
+        ident = f' id="{html.escape(anchor)}"' if anchor else ""
+        self.add(f"<h{level}{ident}>{html.escape(text)}</h{level}>")
+
+    def note(self, text: str) -> None:
+        self.add(f'<p class="note">{html.escape(text)}</p>')
+
+    def how(self, key: str) -> None:
+        self.add(f'<p class="how"><b>How to read.</b> {html.escape(HOW_TO_READ[key])}</p>')
+
+    def table(self, frame: pd.DataFrame, digits: int = 3) -> None:
+        self.add(frame.to_html(float_format=lambda v: f"{v:.{digits}f}", na_rep="–", border=0))
+
+    def figure(self, name: str, make, alt: str) -> None:
+        """Render ``make()`` to ``report/NAME.png`` and link it; a ``ValueError`` becomes a note."""
+        try:
+            fig = make()
+        except ValueError as err:
+            self.note(f"{alt}: skipped ({err})")
+            return
+        filename = re.sub(r"[^A-Za-z0-9_.-]+", "_", name) + ".png"
+        path = plots.save(fig, self.store.root / FIGURE_DIR / filename, dpi=self.dpi)
+        self.figures.append(path)
+        self.add(f'<img src="{FIGURE_DIR}/{quote(filename)}" alt="{html.escape(alt)}">')
+
+
+def write_report(run_dir: str | Path, *, cell: int = 0, dpi: int = 90) -> Path:
+    """Write ``run_dir/report.html`` (and its figures in ``run_dir/report/``); returns the HTML path.
+
+    Args:
+        run_dir: a run directory with at least ``results.parquet``.
+        cell: the grid position of the AggAtt figures (PAPER.md §3: top-left, 0).
+        dpi: figure resolution.
+    """
+    store = RunStore(run_dir)
+    results = store.results()
+    report = _Report(store, dpi)
+    models = list(pd.unique(results["model"]))
+    report.heading(1, f"attreval report: {store.root.resolve().name}")
+    report.add("<p>Contents: " + " · ".join(
+        ['<a href="#metadata">metadata</a>'] + [f'<a href="#model-{html.escape(m)}">{html.escape(m)}</a>' for m in models]
+        + ['<a href="#correlation">correlation</a>', '<a href="#costs">costs</a>']) + "</p>")
+    _metadata(report, results)
+    for model in models:
+        _model(report, results, model, cell)
+    _correlation_tables(report, results)
+    report.add(cost_section(store.root))
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>attreval report</title>'
+            f"<style>{STYLE}</style><script>{SCRIPT}</script></head>\n<body>\n" + "\n".join(report.parts) + "\n</body></html>\n")
+    _remove_stale(store.root / FIGURE_DIR, report.figures)
+    out = store.root / "report.html"
+    atomic_write(out, lambda p: p.write_text(page, encoding="utf-8"))
+    return out
+
+
+def _remove_stale(folder: Path, kept: list[Path]) -> None:
+    keep = {p.name for p in kept}
+    for path in folder.glob("*.png") if folder.exists() else ():
+        if path.name not in keep:
+            path.unlink()
+
+
+def _read_json(store: RunStore, name: str) -> dict | None:
+    try:
+        return store.read_json(name)
+    except (OSError, ValueError):
+        return None
+
+
+def _metadata(report: _Report, results: pd.DataFrame) -> None:
+    report.heading(2, "Run metadata", "metadata")
+    meta, config = _read_json(report.store, "meta.json"), _read_json(report.store, "config.json")
+    if meta is None:
+        report.note("meta.json missing or unreadable: versions, device and timing unknown (unfinished run?).")
+    else:
+        rows = {k: meta[k] for k in ("attreval", "torch", "python", "platform", "device", "device_name", "threads",
+                                     "seed", "git_revision", "seconds", "resumed") if k in meta}
+        rows.update({k: v for k, v in meta.items() if k not in rows})
+        if isinstance(rows.get("seconds"), (int, float)):
+            rows["seconds"] = f"{rows['seconds']:.1f} s"
+        report.table(pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows)))
+    report.add(f"<p>{len(results)} result rows; models: {html.escape(', '.join(map(str, pd.unique(results['model']))))}; "
+               f"settings: {html.escape(', '.join(map(str, pd.unique(results['setting']))))}.</p>")
+    if config is None:
+        report.note("config.json missing: the run's configuration is unknown.")
+    else:
+        report.add("<details><summary>Configuration (config.json)</summary><pre>"
+                   + html.escape(json.dumps(config, indent=2, sort_keys=True)) + "</pre></details>")
+
+
+def _grid_n(report: _Report, results: pd.DataFrame) -> int:
+    config = _read_json(report.store, "config.json") or {}
+    n = config.get("grids", {}).get("n") if isinstance(config.get("grids"), dict) else None
+    return int(n) if n else plots.infer_n(results)
+
+
+def _median_table(rows: pd.DataFrame) -> pd.DataFrame:
+    table = rows.pivot_table(index="method", columns=["setting", "layer"], values="score", aggfunc="median")
+    columns = sorted(table.columns, key=lambda c: (_rank(c[0], plots.SETTING_ORDER), _rank(c[1], plots.LAYER_ORDER), c))
+    table = table.reindex(index=plots.method_order(table.index), columns=pd.MultiIndex.from_tuples(columns))
+    table.index = [plots.method_display(m) for m in table.index]
+    table.columns = pd.MultiIndex.from_tuples([(plots.setting_display(s), layer) for s, layer in table.columns])
+    return table
+
+
+def _rank(value: str, order: tuple[str, ...]) -> int:
+    return order.index(value) if value in order else len(order)
+
+
+def _model(report: _Report, results: pd.DataFrame, model: str, cell: int) -> None:
+    rows = results[results["model"] == model]
+    n = _grid_n(report, results)
+    report.heading(2, f"Model {model}", f"model-{model}")
+    report.heading(3, "Median localization score (unsmoothed; rows: method, columns: setting / layer)")
+    report.table(_median_table(rows[rows["kernel_size"] == 0]))
+    report.heading(3, "Localization scores")
+    report.figure(f"{model}__boxplots", lambda: plots.localization_boxplots(results, model, n=n), f"{model} box plots")
+    report.how("boxplots")
+    _aggatt(report, results, model, cell)
+    report.heading(3, "Smoothing (S-IntGrad, S-IxG)")
+    curves = smoothing_curves.smoothing_curves(results, model)
+    if curves.empty:
+        report.note("no smoothed rows (kernel_size > 0) for this model: smoothing curves skipped.")
+    else:
+        report.figure(f"{model}__smoothing", lambda: plots.smoothing_curves_figure(curves, f"{model}: smoothing", n=n),
+                      f"{model} smoothing curves")
+        report.how("smoothing")
+    report.heading(3, "Correlation of per-instance scores (GridPG)")
+    if not ((rows["setting"] == "gridpg") & (rows["kernel_size"] == 0)).any():
+        report.note("no GridPG results for this model: correlations skipped.")
+        return
+    matrix = correlation.method_layer_correlations(results, model)
+    report.figure(f"{model}__correlation", lambda: plots.correlation_heatmap(matrix, f"{model}: Spearman ρ, GridPG"),
+                  f"{model} correlation heat map")
+    report.how("heatmap")
+    report.add("<details><summary>Correlation matrix as a table</summary>")
+    labelled = matrix.copy()
+    labelled.index = labelled.columns = [plots.evaluation_label(*k) for k in matrix.columns]
+    report.table(labelled, digits=2)
+    report.add("</details>")
+
+
+def _aggatt(report: _Report, results: pd.DataFrame, model: str, cell: int) -> None:
+    rows = results[results["model"] == model]
+    report.heading(3, f"AggAtt (target cell {cell})")
+    report.how("aggatt")
+    for setting in plots.ordered(rows["setting"].unique(), plots.SETTING_ORDER):
+        try:
+            geometry = agg.grid_geometry(report.store, model, setting)
+        except ValueError as err:
+            report.note(f"{setting}: AggAtt skipped ({err})")
+            continue
+        for layer in plots.ordered(rows[rows["setting"] == setting]["layer"].unique(), plots.LAYER_ORDER):
+            unit = rows[(rows["setting"] == setting) & (rows["layer"] == layer)]
+            entries, missing = [], []
+            for method in plots.method_order(unit["method"].unique()):
+                variants = [(0, plots.method_display(method))]
+                if ((unit["method"] == method) & (unit["kernel_ref"] == AGGATT_KERNEL_REF)).any():
+                    variants.append((AGGATT_KERNEL_REF, f"S-{plots.method_display(method)} K={AGGATT_KERNEL_REF}"))
+                for kernel_ref, label in variants:
+                    try:
+                        a = agg.aggatt_from_run(report.store, model, setting, layer, method, cell=cell,
+                                                kernel_ref=kernel_ref, results=results, geometry=geometry)
+                        ex = agg.examples_from_run(report.store, a, model, setting, layer, method,
+                                                   kernel_ref=kernel_ref, results=results)
+                    except ValueError as err:
+                        missing.append(f"{label} ({err})")
+                        continue
+                    entries.append((label, a, ex))
+            title = f"{model} · {plots.setting_display(setting)} · {layer}"
+            report.heading(4, title)
+            if missing:
+                report.note("skipped: " + "; ".join(missing))
+            if not entries:
+                continue
+            base = f"{model}__{setting}__{layer}"
+            report.figure(f"{base}__aggatt", lambda: plots.aggatt_figure([(lab, a) for lab, a, _ in entries], f"AggAtt: {title}"),
+                          f"AggAtt {title}")
+            report.figure(f"{base}__examples", lambda: plots.aggatt_examples_figure(entries, f"AggAtt examples: {title}"),
+                          f"AggAtt examples {title}")
+    report.how("examples")
+
+
+def _correlation_tables(report: _Report, results: pd.DataFrame) -> None:
+    report.heading(2, "Grad-CAM (final) vs S-IntGrad / S-IxG (input) on GridPG: the Tables 1–2 analogue", "correlation")
+    table = correlation.reference_table(results)
+    if table.empty:
+        report.note("needs GridPG rows for grad_cam at the final layer and int_grad / input_x_grad at the input: skipped.")
+        return
+    shown = table.copy()
+    shown.columns = ["Orig" if c == 0 else f"K={c}" for c in shown.columns]
+    shown.index = pd.MultiIndex.from_tuples([(f"S-{plots.method_display(m)}", model) for m, model in shown.index])
+    report.table(shown, digits=2)
+    report.figure("correlation_reference", lambda: plots.reference_correlation_figure(table), "Tables 1-2 analogue")
+    report.how("reference")
+
+
+def cost_section(run_dir: Path) -> str:
+    """HTML of the cost section: ``run_dir/costs.parquet`` as a table when present (PAPER.md §7).
+
+    This is the hook for the cost analysis: whatever writes ``costs.parquet`` (one row per measured
+    item, any columns) appears here on the next ``attreval report``.
+    """
+    path = Path(run_dir) / COSTS_FILE
+    head = '<h2 id="costs">Computational cost</h2>'
+    if not path.exists():
+        return head + f'<p class="note">no {COSTS_FILE} in this run directory: cost section empty.</p>'
+    try:
+        costs = pd.read_parquet(path)
+    except (OSError, ValueError) as err:
+        return head + f'<p class="note">{html.escape(COSTS_FILE)} unreadable ({html.escape(str(err))}).</p>'
+    return head + costs.to_html(float_format=lambda v: f"{v:.4g}", na_rep="–", border=0, index=False)

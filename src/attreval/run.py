@@ -1,0 +1,209 @@
+"""The main job: the paper's protocol for every model × setting × layer × method of a config.
+
+Data flow: dataset → confident images → grid datasets (per model) → for every unit
+(model, setting, layer, method): activations → method → maps → (smoothed maps) → localization
+scores → one part of the results table + the maps, written atomically.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import attreval
+from attreval.api import build_task
+from attreval.config import RunConfig
+from attreval.data import GridDataset, build_grid_dataset, load_dataset
+from attreval.methods import resolve_method
+from attreval.metric import localization_parts, score_from_parts
+from attreval.models.loading import load_model
+from attreval.settings import make_setting
+from attreval.smoothing import scaled_kernel_size, smooth_maps
+from attreval.store import RunStore, Unit
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``; a missing accelerator is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"expected a device like cpu, cuda, cuda:0 or auto, got '{name}'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"expected a CUDA device for --device {name}, but torch finds none; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"expected a CUDA device index below {torch.cuda.device_count()}, got {name}")
+    return device
+
+
+def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> RunStore:
+    """Create the run directory, or check that ``--resume`` continues a run of the same config."""
+    store = RunStore(out)
+    wanted = {k: v for k, v in config.to_dict().items() if k != "device"}
+    if (out / "config.json").exists():
+        if not resume:
+            raise ValueError(f"expected an empty output directory, got a run in {out}; pass --resume or another --out")
+        stored = {k: v for k, v in store.read_json("config.json").items() if k != "device"}
+        if _jsonable(stored) != _jsonable(wanted):
+            diff = sorted(k for k in set(stored) | set(wanted) if _jsonable(stored.get(k)) != _jsonable(wanted.get(k)))
+            raise ValueError(f"expected --resume with the config of {out}, got a different config (differs in: {', '.join(diff)})")
+        return store
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ValueError(f"expected an empty or new output directory, got non-empty {out}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        store.write_json("config.json", config.to_dict())
+    except OSError as err:
+        raise ValueError(f"expected a writable output directory, got {out} ({err.strerror})") from None
+    return store
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def make_grids(store: RunStore, config: RunConfig, models: dict[str, nn.Module], device: torch.device) -> dict[tuple[str, str], GridDataset]:
+    """Grid datasets per (model key, kind), built once and cached in the run directory."""
+    kinds = {}
+    if "gridpg" in config.evaluation.settings and config.grids.gridpg:
+        kinds["gridpg"] = (config.grids.gridpg, False)
+    if {"difull", "dipart"} & set(config.evaluation.settings) and config.grids.disconnected:
+        kinds["disconnected"] = (config.grids.disconnected, True)
+    groups = {key: [model] for key, model in models.items()}
+    if config.grids.selection == "intersection":
+        groups = {key: list(models.values()) for key in models}
+    grids, dataset = {}, None
+    for key, group in groups.items():
+        for kind, (count, repeat) in kinds.items():
+            path = store.grid_path(key, kind)
+            if not path.exists():
+                dataset = dataset if dataset is not None else load_dataset(**vars(config.data))
+                built = build_grid_dataset(
+                    dataset, group, config.grids.n, count, threshold=config.grids.confidence,
+                    repeat_corners=repeat, seed=config.seed, device=device,
+                )
+                path.parent.mkdir(parents=True, exist_ok=True)
+                built.save(path)
+            grids[key, kind] = GridDataset.load(path)
+    return grids
+
+
+def plan_units(config: RunConfig) -> list[Unit]:
+    e = config.evaluation
+    return [
+        Unit(m.key, s, layer, method)
+        for m in config.models for s in e.settings for layer in e.layers for method in config.method_names()
+    ]
+
+
+def evaluate_unit(unit: Unit, model: nn.Module, grids: GridDataset, config: RunConfig, device: torch.device) -> tuple[pd.DataFrame, np.ndarray]:
+    """Maps and result rows of one unit."""
+    n, e = config.grids.n, config.evaluation
+    setting = make_setting(unit.setting, model, n)
+    heads = tuple(range(n * n)) if unit.setting == "gridpg" or e.heads == "all" else setting.default_heads()
+    task_heads = (0,) * len(heads) if unit.setting == "gridpg" else heads
+    method = resolve_method(unit.method, **config.methods.get(unit.method, {}))
+    size = tuple(grids.images.shape[-2:])
+    maps, parts = [], []
+    for start in range(0, len(grids), e.batch_size):
+        images = grids.images[start:start + e.batch_size].to(device)
+        classes = grids.labels[start:start + e.batch_size][:, list(heads)]
+        task = build_task(setting, images, classes, unit.layer, task_heads, e.chunk_size)
+        batch_maps = method(task).float()
+        if not torch.isfinite(batch_maps).all():
+            raise ValueError(f"expected finite attribution maps, got NaN/inf from {unit.method} on {unit.model} (check the model's outputs)")
+        maps.append(batch_maps.cpu())
+    maps = torch.cat(maps)
+    cells = torch.tensor(heads).expand(len(grids), -1)
+    variants = [(0, 0)]
+    if unit.method in e.smooth_methods:  # S-IntGrad, S-IxG (PAPER.md §6.1): smooth at the native resolution
+        variants += [(scaled_kernel_size(k, maps.shape[-1], e.reference_side), k) for k in e.kernel_sizes]
+    for kernel, ref in variants:
+        smoothed = maps if kernel == 0 else smooth_maps(maps, kernel)
+        inside, total = localization_parts(smoothed, n, cells, size)
+        parts.append(_rows(unit, setting, grids, heads, kernel, ref, inside, total))
+    return pd.concat(parts, ignore_index=True), maps.numpy()
+
+
+def _rows(unit: Unit, setting, grids: GridDataset, heads, kernel, ref, inside, total) -> pd.DataFrame:
+    g, t = inside.shape
+    score = score_from_parts(inside, total)
+    return pd.DataFrame({
+        "model": unit.model, "setting": unit.setting, "layer": unit.layer,
+        "stage": setting.staged.resolve(unit.layer), "method": unit.method,
+        "kernel_size": kernel, "kernel_ref": ref,
+        "grid": np.repeat(np.arange(g), t), "cell": np.tile(np.array(heads), g),
+        "head": np.tile(np.array(heads if unit.setting != "gridpg" else [0] * t), g),
+        "label": grids.labels[:, list(heads)].reshape(-1).numpy(),
+        "score": score.reshape(-1).numpy(), "inside": inside.reshape(-1).numpy(), "total": total.reshape(-1).numpy(),
+    })
+
+
+def metadata(config: RunConfig, device: torch.device) -> dict[str, Any]:
+    """Versions, seed, device and source revision of a run."""
+    try:
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(attreval.__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        revision = "unknown"
+    return {
+        "attreval": attreval.__version__, "torch": torch.__version__, "python": platform.python_version(),
+        "platform": platform.platform(), "seed": config.seed, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(), "git_revision": revision,
+    }
+
+
+def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str | None = None, progress: bool = True) -> RunStore:
+    """Run (or resume) the protocol of ``config`` into the directory ``out``; returns its store.
+
+    A run that fails before its first unit finishes removes the directory it created, so bad input
+    leaves nothing behind; later failures keep the finished units for ``--resume``.
+    """
+    dev = resolve_device(device or config.device)
+    out = Path(out)
+    created = not (out / "config.json").exists()
+    models = {m.key: load_model(m.name, m.weights, m.num_classes).to(dev) for m in config.models}
+    store = prepare_run_dir(out, config, resume)
+    try:
+        _execute(store, config, models, dev, resume, progress)
+    except BaseException:
+        if created and not any((out / "parts").glob("*.parquet")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    return store
+
+
+def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], dev: torch.device, resume: bool, progress: bool) -> None:
+    started = time.time()
+    grids = make_grids(store, config, models, dev)
+    units = plan_units(config)
+    todo = [u for u in units if not store.is_done(u)]
+    log.info("%d units, %d already done", len(units), len(units) - len(todo))
+    for unit in tqdm(todo, desc="attreval run", unit="unit", disable=not progress):
+        kind = "gridpg" if unit.setting == "gridpg" else "disconnected"
+        t0 = time.perf_counter()
+        rows, maps = evaluate_unit(unit, models[unit.model], grids[unit.model, kind], config, dev)
+        seconds = time.perf_counter() - t0
+        store.write_json(f"timings/{unit.key}.json", {"seconds": seconds, "grids": len(grids[unit.model, kind])})
+        store.write_unit(unit, rows, maps if config.evaluation.store_maps else None)
+    store.merge(units)
+    meta = metadata(config, dev)
+    meta.update(seconds=time.time() - started, resumed=resume, units=len(units), computed=len(todo))
+    store.write_json("meta.json", meta)
