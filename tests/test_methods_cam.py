@@ -88,7 +88,7 @@ def test_grad_cam_pp_by_hand():
     alpha = torch.where(denominator == 0, torch.zeros_like(g), g**2 / denominator)
     logits = forward(a)[:, 0].gather(1, task.classes)
     weights = (torch.relu(logits.exp()[..., None, None, None] * g) * alpha).sum(dim=(-2, -1))
-    torch.testing.assert_close(GradCAMPlusPlus()(task), cam(weights, a))
+    torch.testing.assert_close(GradCAMPlusPlus(exp_score=True)(task), cam(weights, a))
     unscaled = GradCAMPlusPlus(exp_score=False)(task)
     torch.testing.assert_close(unscaled, cam((g.clamp(min=0) * alpha).sum(dim=(-2, -1)), a))
 

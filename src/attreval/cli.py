@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,6 +23,8 @@ def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     out = Path(args.out or (DEFAULT_OUT if args.config is None else f"runs/{Path(args.config).stem}"))
     store = run(config, out, resume=args.resume, device=args.device, progress=not args.quiet)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return 0
     table = store.results()
     meta = store.read_json("meta.json")
     print(f"{len(table)} rows in {out / 'results.parquet'} ({meta['seconds']:.0f} s on {meta['device']})")

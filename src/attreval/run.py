@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 import attreval
 from attreval.api import build_task
 from attreval.config import RunConfig
+from attreval.distributed import Group, from_environment
 from attreval.data import GridDataset, build_grid_dataset, load_dataset
 from attreval.methods import resolve_method
 from attreval.metric import localization_parts, score_from_parts
@@ -173,37 +174,50 @@ def metadata(config: RunConfig, device: torch.device) -> dict[str, Any]:
 def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str | None = None, progress: bool = True) -> RunStore:
     """Run (or resume) the protocol of ``config`` into the directory ``out``; returns its store.
 
+    Under ``torchrun`` the units are sharded across the processes (see :mod:`attreval.distributed`).
     A run that fails before its first unit finishes removes the directory it created, so bad input
     leaves nothing behind; later failures keep the finished units for ``--resume``.
     """
-    dev = resolve_device(device or config.device)
+    group, dev = from_environment(resolve_device(device or config.device))
     out = Path(out)
     created = not (out / "config.json").exists()
-    models = {m.key: load_model(m.name, m.weights, m.num_classes).to(dev) for m in config.models}
-    store = prepare_run_dir(out, config, resume)
     try:
-        _execute(store, config, models, dev, resume, progress)
-    except BaseException:
-        if created and not any((out / "parts").glob("*.parquet")):
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+        models = {m.key: load_model(m.name, m.weights, m.num_classes).to(dev) for m in config.models}
+        if group.is_main:
+            store = prepare_run_dir(out, config, resume)
+        group.barrier()
+        store = RunStore(out)
+        try:
+            _execute(store, config, models, dev, resume, progress, group)
+        except BaseException:
+            if group.is_main and created and not any((out / "parts").glob("*.parquet")):
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+    finally:
+        group.close()
     return store
 
 
-def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], dev: torch.device, resume: bool, progress: bool) -> None:
+def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], dev: torch.device, resume: bool, progress: bool, group: Group) -> None:
     started = time.time()
-    grids = make_grids(store, config, models, dev)
+    if group.is_main:
+        make_grids(store, config, models, dev)
+    group.barrier()
+    grids = make_grids(store, config, models, dev)  # loads what rank 0 built
     units = plan_units(config)
-    todo = [u for u in units if not store.is_done(u)]
-    log.info("%d units, %d already done", len(units), len(units) - len(todo))
-    for unit in tqdm(todo, desc="attreval run", unit="unit", disable=not progress):
+    todo = group.shard([u for u in units if not store.is_done(u)])
+    log.info("rank %d/%d: %d units, %d to compute here", group.rank, group.world, len(units), len(todo))
+    for unit in tqdm(todo, desc=f"attreval run [{group.rank}]" if group.world > 1 else "attreval run", unit="unit", disable=not progress):
         kind = "gridpg" if unit.setting == "gridpg" else "disconnected"
         t0 = time.perf_counter()
         rows, maps = evaluate_unit(unit, models[unit.model], grids[unit.model, kind], config, dev)
         seconds = time.perf_counter() - t0
-        store.write_json(f"timings/{unit.key}.json", {"seconds": seconds, "grids": len(grids[unit.model, kind])})
+        store.write_json(f"timings/{unit.key}.json", {"seconds": seconds, "grids": len(grids[unit.model, kind]), "rank": group.rank})
         store.write_unit(unit, rows, maps if config.evaluation.store_maps else None)
-    store.merge(units)
-    meta = metadata(config, dev)
-    meta.update(seconds=time.time() - started, resumed=resume, units=len(units), computed=len(todo))
-    store.write_json("meta.json", meta)
+    group.barrier()
+    if group.is_main:
+        store.merge(units)
+        meta = metadata(config, dev)
+        meta.update(seconds=time.time() - started, resumed=resume, units=len(units), processes=group.world)
+        store.write_json("meta.json", meta)
+    group.barrier()

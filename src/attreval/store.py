@@ -100,7 +100,7 @@ class RunStore:
         return pd.read_parquet(path)
 
     def maps(self, model: str, setting: str, layer: str, method: str) -> np.ndarray:
-        """The stored maps of a unit, memory-mapped: ``(G, T, h, w)`` float16."""
+        """The stored maps of a unit, memory-mapped: ``(G, T, h, w)`` float16 (float32 if out of its range)."""
         path = self.map_path(Unit(model, setting, layer, method))
         if not path.exists():
             raise ValueError(f"expected stored maps at {path}, found none")
@@ -115,5 +115,7 @@ class RunStore:
 
 
 def _save_npy(path: Path, maps: np.ndarray) -> None:
+    """float16 halves the size; maps beyond its range (|x| > 65,504) are kept as float32 instead of inf."""
+    fits = not maps.size or float(np.abs(maps).max()) < np.finfo(np.float16).max
     with path.open("wb") as f:
-        np.save(f, maps.astype(np.float16))
+        np.save(f, maps.astype(np.float16 if fits else np.float32))

@@ -78,13 +78,17 @@ class GradCAMPlusPlus(Method):
     α = g² / (2g² + (Σ_ab A_k)·g³), a zero denominator replaced by 1; w_k = Σ_ij ReLU(exp(y_c)·g_k)·α_k;
     map = ReLU(Σ_k w_k A_k). Since exp(y_c) > 0, ``ReLU(exp(y_c)·g) = exp(y_c)·ReLU(g)`` and the factor moves
     out of both ReLUs: the map is computed without it and multiplied by exp(y_c) at the end
-    (:func:`exp_logit_scale`, float64, guarded against overflow). ``exp_score=False`` leaves the factor out;
-    it is a positive per-map scale that does not change the localization score.
+    (:func:`exp_logit_scale`, float64, guarded against overflow) when ``exp_score=True``.
+
+    The factor is a positive per-map scale: it does not change the localization score, but it makes maps
+    of confident images e^Δy times larger than others, so AggAtt's mean maps would show a handful of
+    images, and float16 map storage would overflow. attreval therefore leaves it out by default
+    (``exp_score=False``); set ``exp_score=True`` for the paper code's exact map values.
     """
 
     display = "Grad-CAM++"
     family = "activation"
-    exp_score: bool = True
+    exp_score: bool = False
 
     def __call__(self, task: Task) -> Tensor:
         grads, logits = input_gradients(task)
