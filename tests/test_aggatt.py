@@ -186,6 +186,6 @@ def test_argument_errors():
         aggatt(torch.rand(4, 4, 4), n=2, cell=4)
     with pytest.raises(ValueError, match="expected both scores and inside"):
         aggatt(torch.rand(4, 4, 4), n=2, scores=np.ones(4))
-    with pytest.raises(ValueError, match="expected 4 scores"):
+    with pytest.raises(ValueError, match="expected 4 scores and inside masses"):
         aggatt(torch.rand(4, 4, 4), n=2, scores=np.ones(3), inside=np.ones(3))
     assert len(BIN_EDGES) == 7

@@ -137,17 +137,8 @@ def test_report_has_every_figure_and_table(full_run):
                  "GridPG", "DiFull", "Spearman", "S-IntGrad", "S-IxG", "Orig", "K=129",
                  "Computational cost", "costs.parquet", "How to read"):
         assert text in page, text
-    tables = pd.read_html(out) if _has_lxml() else None
-    if tables is not None:
-        assert len(tables) >= 4
-
-
-def _has_lxml() -> bool:
-    try:
-        import lxml  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    # metadata, medians, correlation matrix, Tables 1–2 analogue
+    assert page.count("<table") >= 4
 
 
 def test_median_table_matches_results(full_run):
@@ -174,6 +165,16 @@ def test_partial_run_skips_with_notes(tmp_path):
     assert "needs GridPG rows" in page
     for src in _images(page):
         assert (tmp_path / src).exists()
+
+
+def test_no_global_matplotlib_state():
+    """Figures use the object API: no backend switch, no pyplot (house style: no import-time side effects)."""
+    import attreval.plots
+    import attreval.report
+
+    for module in (attreval.plots, attreval.report):
+        source = Path(module.__file__).read_text()
+        assert not re.search(r"matplotlib\.use\(|import matplotlib\.pyplot|from matplotlib import pyplot", source)
 
 
 def test_cost_hook_renders_costs_parquet(tmp_path):
@@ -216,8 +217,7 @@ def _browser_check(report: Path, profile: Path) -> tuple[int, int, list[str]]:
     images = re.search(r'data-images="(\d+)"', body.group(0))
     broken = re.search(r'data-broken-images="(\d+)"', body.group(0))
     assert images and broken, f"the report's load script did not run: {body.group(0)}"
-    console = [line for line in run.stderr.splitlines()
-               if "CONSOLE" in line and re.search(r"error|fail|missing|uncaught", line, re.I)]
+    console = [line for line in run.stderr.splitlines() if ":CONSOLE" in line]  # the report logs nothing when healthy
     return int(images.group(1)), int(broken.group(1)), console
 
 
@@ -242,4 +242,4 @@ def test_report_in_headless_chromium(full_run, tmp_path):
     victim.unlink()
     images, broken, console = _browser_check(broken_copy / "report.html", tmp_path / "profile2")
     assert (images, broken) == (expected, 1)
-    assert any(victim.name in line or "ERR_FILE_NOT_FOUND" in line for line in console)
+    assert len(console) == 1 and victim.name in console[0]

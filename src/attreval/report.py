@@ -48,13 +48,16 @@ HOW_TO_READ = {
                 "scale). Use it to see what a typical map in each bin looks like.",
     "smoothing": "Median (line) and interquartile range (band) of S-IntGrad / S-IxG against the Gaussian kernel "
                  "size, expressed as the paper's size at 448 px (Orig = not smoothed). The dashed line is "
-                 "final-layer Grad-CAM in the same setting; a dotted line is SmoothGrad at that layer.",
+                 "final-layer Grad-CAM in the same setting; a dotted line is SmoothGrad at that layer. Kernels are "
+                 "scaled to each map's side, so on small maps the smallest ones become 1 (no smoothing) and "
+                 "repeat the Orig value.",
     "heatmap": "Spearman rank correlation of the per-instance GridPG scores of every pair of (method, layer), "
                "paired on grid and cell. High ρ: the two evaluations find the same instances easy and hard. "
                "Black lines separate layers.",
     "reference": "The Table 1/2 analogue: Spearman ρ between final-layer Grad-CAM and input-layer S-IntGrad / "
-                 "S-IxG scores on GridPG, per kernel size. The paper finds ρ rising with the kernel for "
-                 "S-IntGrad on both of its models (0.34 → 0.80 on VGG11).",
+                 "S-IxG scores on GridPG, per kernel size (Orig = not smoothed); one row per method and model. "
+                 "The paper finds ρ rising with the kernel for S-IntGrad on both of its models (0.34 → 0.80 on "
+                 "VGG11) and for S-IxG on VGG11 only.",
 }
 
 STYLE = """
@@ -104,6 +107,7 @@ class _Report:
         self.add(f"<h{level}{ident}>{html.escape(text)}</h{level}>")
 
     def note(self, text: str) -> None:
+        log.info("report: %s", text)
         self.add(f'<p class="note">{html.escape(text)}</p>')
 
     def how(self, key: str) -> None:
@@ -245,6 +249,7 @@ def _aggatt(report: _Report, results: pd.DataFrame, model: str, cell: int) -> No
     rows = results[results["model"] == model]
     report.heading(3, f"AggAtt (target cell {cell})")
     report.how("aggatt")
+    report.how("examples")
     for setting in plots.ordered(rows["setting"].unique(), plots.SETTING_ORDER):
         try:
             geometry = agg.grid_geometry(report.store, model, setting)
@@ -279,7 +284,6 @@ def _aggatt(report: _Report, results: pd.DataFrame, model: str, cell: int) -> No
                           f"AggAtt {title}")
             report.figure(f"{base}__examples", lambda: plots.aggatt_examples_figure(entries, f"AggAtt examples: {title}"),
                           f"AggAtt examples {title}")
-    report.how("examples")
 
 
 def _correlation_tables(report: _Report, results: pd.DataFrame) -> None:

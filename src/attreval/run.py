@@ -21,6 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 import attreval
+from attreval.analysis.cost import PassCounter
 from attreval.api import build_task
 from attreval.config import RunConfig
 from attreval.distributed import Group, from_environment
@@ -61,11 +62,14 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> RunStore:
         if _jsonable(stored) != _jsonable(wanted):
             diff = sorted(k for k in set(stored) | set(wanted) if _jsonable(stored.get(k)) != _jsonable(wanted.get(k)))
             raise ValueError(f"expected --resume with the config of {out}, got a different config (differs in: {', '.join(diff)})")
+        store.remove_temporary()  # half-written files of a killed run
         return store
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise ValueError(f"expected an empty or new output directory, got non-empty {out}")
+    # Also with --resume: without config.json this is no run of ours, and a failing run removes what it created.
+    if out.exists() and (not out.is_dir() or any(p.suffix != ".tmp" for p in out.iterdir())):
+        raise ValueError(f"expected an empty or new output directory, got the {'non-empty directory' if out.is_dir() else 'file'} {out}")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        store.remove_temporary()
         store.write_json("config.json", config.to_dict())
     except OSError as err:
         raise ValueError(f"expected a writable output directory, got {out} ({err.strerror})") from None
@@ -112,8 +116,10 @@ def plan_units(config: RunConfig) -> list[Unit]:
     ]
 
 
-def evaluate_unit(unit: Unit, model: nn.Module, grids: GridDataset, config: RunConfig, device: torch.device) -> tuple[pd.DataFrame, np.ndarray]:
-    """Maps and result rows of one unit."""
+def evaluate_unit(
+    unit: Unit, model: nn.Module, grids: GridDataset, config: RunConfig, device: torch.device, counter: PassCounter | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Maps and result rows of one unit; ``counter`` (optional) counts its forward/backward passes."""
     n, e = config.grids.n, config.evaluation
     setting = make_setting(unit.setting, model, n)
     heads = tuple(range(n * n)) if unit.setting == "gridpg" or e.heads == "all" else setting.default_heads()
@@ -125,6 +131,7 @@ def evaluate_unit(unit: Unit, model: nn.Module, grids: GridDataset, config: RunC
         images = grids.images[start:start + e.batch_size].to(device)
         classes = grids.labels[start:start + e.batch_size][:, list(heads)]
         task = build_task(setting, images, classes, unit.layer, task_heads, e.chunk_size)
+        task = counter.instrument(task) if counter is not None else task
         batch_maps = method(task).float()
         if not torch.isfinite(batch_maps).all():
             raise ValueError(f"expected finite attribution maps, got NaN/inf from {unit.method} on {unit.model} (check the model's outputs)")
@@ -180,9 +187,9 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
     """
     group, dev = from_environment(resolve_device(device or config.device))
     out = Path(out)
-    created = not (out / "config.json").exists()
+    created, existed = not (out / "config.json").exists(), out.is_dir()
     try:
-        models = {m.key: load_model(m.name, m.weights, m.num_classes).to(dev) for m in config.models}
+        models = {m.key: load_model(m.name, m.weights, m.num_classes, config.evaluation.layers).to(dev) for m in config.models}
         if group.is_main:
             store = prepare_run_dir(out, config, resume)
         group.barrier()
@@ -192,6 +199,8 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
         except BaseException:
             if group.is_main and created and not any((out / "parts").glob("*.parquet")):
                 shutil.rmtree(out, ignore_errors=True)
+                if existed:  # the (empty) directory the user gave stays
+                    out.mkdir(exist_ok=True)
             raise
     finally:
         group.close()
@@ -209,14 +218,16 @@ def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], d
     log.info("rank %d/%d: %d units, %d to compute here", group.rank, group.world, len(units), len(todo))
     for unit in tqdm(todo, desc=f"attreval run [{group.rank}]" if group.world > 1 else "attreval run", unit="unit", disable=not progress):
         kind = "gridpg" if unit.setting == "gridpg" else "disconnected"
-        t0 = time.perf_counter()
-        rows, maps = evaluate_unit(unit, models[unit.model], grids[unit.model, kind], config, dev)
-        seconds = time.perf_counter() - t0
-        store.write_json(f"timings/{unit.key}.json", {"seconds": seconds, "grids": len(grids[unit.model, kind]), "rank": group.rank})
+        counter, t0 = PassCounter(), time.perf_counter()
+        rows, maps = evaluate_unit(unit, models[unit.model], grids[unit.model, kind], config, dev, counter)
+        seconds, count = time.perf_counter() - t0, len(grids[unit.model, kind])
+        cost = {"seconds": seconds, "grids": count, "rank": group.rank, **counter.per_grid(count)}
+        store.write_json(f"timings/{unit.key}.json", cost)
         store.write_unit(unit, rows, maps if config.evaluation.store_maps else None)
     group.barrier()
     if group.is_main:
         store.merge(units)
+        store.merge_costs(units)
         meta = metadata(config, dev)
         meta.update(seconds=time.time() - started, resumed=resume, units=len(units), processes=group.world)
         store.write_json("meta.json", meta)

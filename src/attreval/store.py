@@ -69,6 +69,11 @@ class RunStore:
     def read_json(self, name: str) -> dict[str, Any]:
         return json.loads((self.root / name).read_text())
 
+    def remove_temporary(self) -> None:
+        """Delete the ``*.tmp`` files a killed process left mid-write (only while no other process writes here)."""
+        for path in self.root.rglob("*.tmp"):
+            path.unlink(missing_ok=True)
+
     # -- units ------------------------------------------------------------------------------------
     def part_path(self, unit: Unit) -> Path:
         return self.root / "parts" / f"{unit.key}.parquet"
@@ -90,6 +95,19 @@ class RunStore:
         frames = [pd.read_parquet(self.part_path(u)) for u in units if self.is_done(u)]
         table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
         atomic_write(self.root / "results.parquet", lambda p: table.to_parquet(p, index=False))
+        return table
+
+    def merge_costs(self, units: list[Unit]) -> pd.DataFrame:
+        """One row per finished unit from its timing record → ``costs.parquet`` (seconds and passes per grid)."""
+        rows = []
+        for u in units:
+            path = self.root / "timings" / f"{u.key}.json"
+            if path.exists():
+                record = json.loads(path.read_text())
+                record["seconds_per_grid"] = record["seconds"] / max(record["grids"], 1)
+                rows.append({"model": u.model, "setting": u.setting, "layer": u.layer, "method": u.method, **record})
+        table = pd.DataFrame(rows)
+        atomic_write(self.root / "costs.parquet", lambda p: table.to_parquet(p, index=False))
         return table
 
     # -- reading ----------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from attreval.metric import cell_masses, upsample
+from attreval.metric import cell_masses, score_from_parts, upsample
 from attreval.smoothing import smooth_maps
 from attreval.store import RunStore
 
@@ -203,9 +203,8 @@ def localization_of(maps: Tensor | np.ndarray, n: int, cell: int, size: tuple[in
     scores, inside = [], []
     for start in range(0, len(maps), chunk_size):
         masses = cell_masses(prepare_maps(maps[start:start + chunk_size], size, kernel_size)[:, None], n)[:, 0]
-        total, mass = masses.sum(dim=1), masses[:, cell]
-        inside.append(mass)
-        scores.append(torch.where(total > 0, mass / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(total)))
+        inside.append(masses[:, cell])
+        scores.append(score_from_parts(masses[:, cell], masses.sum(dim=1)))
     if not scores:
         return np.zeros(0, np.float32), np.zeros(0, np.float32)
     return torch.cat(scores).numpy(), torch.cat(inside).numpy()
@@ -247,8 +246,8 @@ def aggatt(
     if scores is None:
         scores, inside = localization_of(maps, n, cell, size, kernel_size, chunk_size)
     scores, inside = np.asarray(scores, np.float32), np.asarray(inside, np.float32)
-    if scores.shape != (count,):
-        raise ValueError(f"expected {count} scores (one per map), got shape {scores.shape}")
+    if scores.shape != (count,) or inside.shape != (count,):
+        raise ValueError(f"expected {count} scores and inside masses (one per map), got shapes {scores.shape} and {inside.shape}")
     order = sort_order(scores, inside)
     bins = bin_bounds(count, edges)
     position_bin = np.repeat(np.arange(len(bins)), [b.size for b in bins])

@@ -1,0 +1,51 @@
+"""Counting the passes a method makes: the cost model of PAPER.md §7 measured, not assumed.
+
+A :class:`PassCounter` wraps a task's forward functions. Every call adds its batch rows to
+``forward_rows``; a call made with autograd recording (some input requires grad) is followed by one
+backward in every attreval method, so its rows also count as ``backward_rows``. Divided by the number
+of grids this gives forward and backward passes per grid image.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from attreval.methods.base import Task
+
+
+@dataclass
+class PassCounter:
+    """Rows pushed through the network: ``forward_rows`` (all) and ``backward_rows`` (with autograd)."""
+
+    forward_rows: int = 0
+    backward_rows: int = 0
+    calls: int = 0
+    image_rows: int = 0  # rows of the whole network from the image (Score-CAM), also in forward_rows
+    _wrapped: dict = field(default_factory=dict, repr=False)
+
+    def wrap(self, forward: Callable[[Tensor], Tensor], whole_network: bool = False) -> Callable[[Tensor], Tensor]:
+        def counted(x: Tensor) -> Tensor:
+            self.calls += 1
+            self.forward_rows += x.shape[0]
+            self.image_rows += x.shape[0] if whole_network else 0
+            if torch.is_grad_enabled() and x.requires_grad:
+                self.backward_rows += x.shape[0]
+            return forward(x)
+
+        return counted
+
+    def instrument(self, task: Task) -> Task:
+        """A copy of ``task`` whose forwards are counted."""
+        image_forward = None if task.image_forward is None else self.wrap(task.image_forward, whole_network=True)
+        return dataclasses.replace(task, forward=self.wrap(task.forward), image_forward=image_forward)
+
+    def per_grid(self, grids: int) -> dict[str, float]:
+        return {
+            "forward_passes": self.forward_rows / grids,
+            "backward_passes": self.backward_rows / grids,
+            "image_passes": self.image_rows / grids,
+        }

@@ -1,0 +1,232 @@
+"""``attreval bench``: every method × layer × setting against its pass-count limit and the reference pattern.
+
+For each unit the bench measures the wall time per grid image and counts the forward and backward
+passes per grid image (:class:`~attreval.analysis.cost.PassCounter`). The **limit** is the time the same
+number of plain passes of the same network take, each at its best batch size, timed in the same run:
+``limit = fwd_only · t_fwd + fwd_bwd · t_fwd_bwd (+ whole-network rows · t_fwd(input))``; the **limit
+ratio** is measured ÷ limit (1.0 = no overhead beyond the passes themselves).
+
+The **reference pattern** is the authors' pass pattern (PAPER.md Appendix A): one image at a time, one
+target (GridPG) or head (DiFull/DiPart) at a time, one input per forward (per-target backward,
+per-channel CAM forwards, batch-1 Occlusion/RISE, IntGrad ``internal_batch_size=1``, the backbone once
+per head). It runs through the same method code with ``chunk_size=1``, so both produce the same maps;
+the scores are checked equal (|Δ| ≤ 1e-4) and the speed-up is reported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from attreval.analysis.cost import PassCounter
+from attreval.api import build_task, target_heads
+from attreval.methods import METHODS, resolve_method
+from attreval.methods.base import Task, pick
+from attreval.metric import localization_score
+from attreval.settings import make_setting
+
+log = logging.getLogger(__name__)
+BATCHES = (1, 4, 16, 64, 256)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> tuple[float, Any]:
+    """Best wall time of ``repeat`` calls (after the caller's warm-up) and the last result."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        _sync(device)
+        start = time.perf_counter()
+        out = fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def per_row_times(task: Task, forward: Callable[[Tensor], Tensor], inputs: Tensor, max_batch: int) -> tuple[float, float]:
+    """Seconds per row of a plain forward and of forward+backward, each at its best batch size."""
+    device = inputs.device
+    head, cls = task.heads[:1], task.classes[:1, 0]
+    best_f = best_fb = float("inf")
+    for batch in [b for b in BATCHES if b <= max_batch]:
+        x = inputs[:1].expand(batch, *inputs.shape[1:]).contiguous()
+
+        def fwd() -> Tensor:
+            with torch.no_grad():
+                return forward(x)
+
+        def fwd_bwd() -> Tensor:
+            leaf = x.detach().requires_grad_(True)
+            y = pick(forward(leaf), head.expand(batch), cls.expand(batch))
+            return torch.autograd.grad(y.sum(), leaf)[0]
+
+        fwd(), fwd_bwd()  # warm-up
+        best_f = min(best_f, timed(fwd, device, 2)[0] / batch)
+        best_fb = min(best_fb, timed(fwd_bwd, device, 2)[0] / batch)
+    return best_f, best_fb
+
+
+def scores_of(maps: Tensor, n: int, heads: tuple[int, ...], size: tuple[int, int]) -> Tensor:
+    cells = torch.tensor(heads).expand(maps.shape[0], -1)
+    return localization_score(maps, n, cells, size)
+
+
+def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, images: Tensor, labels: Tensor,
+               n: int, chunk_size: int, options: dict, reference: bool) -> dict[str, Any]:
+    """Measure one (setting, layer, method) on ``images (G, C, nH, nW)`` with cell labels ``(G, n²)``."""
+    device, grids = images.device, images.shape[0]
+    setting = make_setting(setting_name, model, n)
+    heads = tuple(range(n * n)) if setting_name == "gridpg" else setting.default_heads()
+    task_heads = target_heads(setting, len(heads), None if setting_name == "gridpg" else heads)
+    classes = labels[:, list(heads)]
+    method = resolve_method(name, **options)
+    task = build_task(setting, images, classes, layer, task_heads, chunk_size)
+    method(task)  # warm-up (also fills caches such as RISE masks)
+    counter = PassCounter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    seconds, maps = timed(lambda: method(counter.instrument(task)), device)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    t_f, t_fb = per_row_times(task, task.forward, task.inputs, chunk_size)
+    image_f = per_row_times(task, task.image_forward, task.image, chunk_size)[0] if counter.image_rows else 0.0
+    plain_rows = counter.forward_rows - counter.backward_rows - counter.image_rows
+    limit = plain_rows * t_f + counter.backward_rows * t_fb + counter.image_rows * image_f
+    row = {
+        "setting": setting_name, "layer": layer, "method": name, "seconds_per_grid": seconds / grids,
+        **counter.per_grid(grids), "limit_seconds_per_grid": limit / grids, "limit_ratio": seconds / limit if limit else None,
+        "peak_memory_mb": peak,
+    }
+    if reference:
+        ref_seconds, ref_maps = timed(lambda: reference_maps(method, setting, images, classes, layer, task_heads), device)
+        size = tuple(images.shape[-2:])
+        diff = (scores_of(ref_maps, n, heads, size) - scores_of(maps, n, heads, size)).abs().max().item()
+        row.update(reference_seconds_per_grid=ref_seconds / grids, speedup=ref_seconds / seconds, max_score_diff=diff)
+    return row
+
+
+def reference_maps(method, setting, images: Tensor, classes: Tensor, layer: str, heads: tuple[int, ...]) -> Tensor:
+    """The authors' pass pattern: image by image, target by target (head by head), one input per forward."""
+    out = torch.empty(0)
+    per_image = []
+    for g in range(images.shape[0]):
+        columns = []
+        for t, head in enumerate(heads):
+            task = build_task(setting, images[g:g + 1], classes[g:g + 1, t:t + 1], layer, (head,), chunk_size=1)
+            columns.append(method(task))
+        per_image.append(torch.cat(columns, dim=1))
+    out = torch.cat(per_image)
+    return out
+
+
+def random_grids(model: nn.Module, n: int, cell: int, grids: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Random normalised grids and distinct random cell labels (timing needs no real images)."""
+    first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(grids, first_conv.in_channels, n * cell, n * cell, generator=g)
+    with torch.no_grad():
+        classes = model(images[:1, :, :cell, :cell].to(device)).shape[-1]
+    labels = torch.stack([torch.randperm(classes, generator=g)[: n * n] for _ in range(grids)])
+    return images.to(device), labels.to(device)
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The bench table in Markdown."""
+    head = "| setting | layer | method | s / grid | fwd / grid | bwd / grid | limit ratio | ref s / grid | speed-up | max Δscore |"
+    lines = [head, "|" + "---|" * 10]
+    for r in rows:
+        ref = r.get("reference_seconds_per_grid")
+        lines.append(
+            f"| {r['setting']} | {r['layer']} | {r['method']} | {r['seconds_per_grid']:.4f} | {r['forward_passes']:.0f} | "
+            f"{r['backward_passes']:.0f} | {r['limit_ratio']:.2f} | "
+            + (f"{ref:.4f} | {r['speedup']:.1f}× | {r['max_score_diff']:.1e} |" if ref is not None else "– | – | – |")
+        )
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ours = sum(r["seconds_per_grid"] for r in rows)
+    out = {"seconds_per_grid_total": ours, "worst_limit_ratio": max(r["limit_ratio"] or 0 for r in rows)}
+    if rows and "reference_seconds_per_grid" in rows[0]:
+        ref = sum(r["reference_seconds_per_grid"] for r in rows)
+        out.update(reference_seconds_per_grid_total=ref, protocol_speedup=ref / ours,
+                   max_score_diff=max(r["max_score_diff"] for r in rows))
+    return out
+
+
+def configure_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="fashion_vgg", help="built-in name (shipped weights) or torchvision name")
+    p.add_argument("--weights", default="", help="state-dict file (torchvision models: random weights if omitted)")
+    p.add_argument("--num-classes", type=int, default=1000, help="classes of a torchvision model")
+    p.add_argument("--cell", type=int, default=32, help="cell side in pixels")
+    p.add_argument("-n", type=int, default=2, help="grid size")
+    p.add_argument("--grids", type=int, default=2, help="grids per measurement")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--settings", default="gridpg,difull,dipart")
+    p.add_argument("--layers", default="input,middle,final")
+    p.add_argument("--methods", default="all")
+    p.add_argument("--chunk-size", type=int, default=64)
+    p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="override a preset, e.g. rise.num_masks=200")
+    p.add_argument("--no-reference", action="store_true", help="skip the reference pass pattern")
+    p.add_argument("--out", default="bench", help="directory for bench.md and bench.json")
+
+
+def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    options: dict[str, dict[str, Any]] = {}
+    for item in items:
+        try:
+            key, value = item.split("=", 1)
+            method, field = key.split(".", 1)
+        except ValueError:
+            raise ValueError(f"expected --option METHOD.KEY=VALUE, got '{item}'") from None
+        options.setdefault(method, {})[field] = json.loads(value) if value[:1] in "0123456789-[{tf" else value
+    return options
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    from attreval.models.loading import load_model
+    from attreval.run import resolve_device
+
+    device = resolve_device(args.device)
+    if args.weights or args.model in METHODS_FREE_MODELS():
+        model = load_model(args.model, args.weights, args.num_classes)
+    else:
+        import torchvision
+
+        model = torchvision.models.get_model(args.model, weights=None, num_classes=args.num_classes).eval()
+    model = model.to(device)
+    images, labels = random_grids(model, args.n, args.cell, args.grids, 0, device)
+    names = METHODS.names() if args.methods == "all" else args.methods.split(",")
+    options = parse_options(args.option)
+    rows = []
+    for setting in args.settings.split(","):
+        for layer in args.layers.split(","):
+            for name in names:
+                row = bench_unit(model, setting, layer, name, images, labels, args.n, args.chunk_size, options.get(name, {}), not args.no_reference)
+                log.info("%s", row)
+                rows.append(row)
+    meta = {"model": args.model, "cell": args.cell, "n": args.n, "grids": args.grids, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "chunk_size": args.chunk_size}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps({"meta": meta, "summary": summary(rows), "rows": rows}, indent=2))
+    text = f"{meta}\n\n{markdown(rows)}\n\n{json.dumps(summary(rows), indent=2)}\n"
+    (out / "bench.md").write_text(text)
+    print(text)
+    return 0
+
+
+def METHODS_FREE_MODELS() -> list[str]:  # noqa: N802 - the built-in model names
+    from attreval.models.zoo import MODELS
+
+    return MODELS.names()
