@@ -20,6 +20,16 @@ from attreval.models import zoo
 SHIPPED = ["fashion_vgg", "fashion_resnet"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny batches gain nothing from threads, and on a loaded 2-core machine OpenMP spinning made the training
+    # tests ten times slower with 2 threads; restore the setting afterwards.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _image(name: str, batch: int = 2) -> torch.Tensor:
     channels = 3 if zoo.MODELS.get(name).dataset == "cifar10" else 1
     return torch.randn(batch, channels, 32, 32, generator=torch.Generator().manual_seed(0))

@@ -7,6 +7,7 @@ scores → one part of the results table + the maps, written atomically.
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -183,11 +184,16 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
 
     Under ``torchrun`` the units are sharded across the processes (see :mod:`attreval.distributed`).
     A run that fails before its first unit finishes removes the directory it created, so bad input
-    leaves nothing behind; later failures keep the finished units for ``--resume``.
+    leaves nothing behind; later failures keep the finished units for ``--resume``. On CUDA it runs with
+    deterministic algorithms (restored afterwards), so reruns and resumes give bit-identical tables there too.
     """
     group, dev = from_environment(resolve_device(device or config.device))
     out = Path(out)
     created, existed = not (out / "config.json").exists(), out.is_dir()
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    if dev.type == "cuda":  # cuDNN's default backward kernels differ run to run in the last bits
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         models = {m.key: load_model(m.name, m.weights, m.num_classes, config.evaluation.layers).to(dev) for m in config.models}
         if group.is_main:
@@ -204,6 +210,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
             raise
     finally:
         group.close()
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
     return store
 
 

@@ -112,12 +112,37 @@ def confident_indices(
             raise ValueError("expected models in eval mode (call model.eval() first), got one in training mode")
         for start in range(0, len(images), batch_size):
             part = slice(start, start + batch_size)
-            with torch.no_grad():
-                probs = model(images[part]).softmax(dim=-1).cpu()
             y = labels[part].cpu()
+            probs = _checked_logits(model, images[part], y).softmax(dim=-1).cpu()
             ok = (probs.argmax(dim=-1) == y) & (probs.gather(1, y[:, None]).squeeze(1) >= threshold)
             keep[part] &= ok
     return keep.nonzero().squeeze(1)
+
+
+def _checked_logits(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
+    """``model(images)`` without autograd, with one-line errors for data the model cannot take (channels,
+    image size), for NaN/inf outputs and for labels beyond the model's outputs."""
+    try:
+        with torch.no_grad():
+            logits = model(images)
+    except RuntimeError as err:
+        if isinstance(err, torch.cuda.OutOfMemoryError):
+            raise
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"expected images the model can take, got images of shape {tuple(images.shape[1:])} that it rejects: {first}"
+        ) from None
+    if logits.dim() != 2:
+        raise ValueError(f"expected logits of shape (B, K) from the model, got {tuple(logits.shape)}")
+    if not torch.isfinite(logits).all():
+        bad = int((~torch.isfinite(logits)).any(dim=1).sum())
+        raise ValueError(f"expected finite model outputs, got NaN/inf logits for {bad} of {len(images)} images in a batch (check the weights)")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
+        raise ValueError(
+            f"expected labels in 0..{logits.shape[1] - 1} (the model's {logits.shape[1]} outputs), "
+            f"got labels in {int(labels.min())}..{int(labels.max())}"
+        )
+    return logits
 
 
 def sample_grid_indices(
@@ -145,8 +170,8 @@ def sample_grid_indices(
         chosen = _draw_classes(queues, needed, repeat_corners, generator)
         if chosen is None:
             raise ValueError(
-                f"too few confident images: built {g} of {count} requested {n}×{n} grids "
-                f"({len(pool)} confident images); lower the count or the confidence threshold"
+                f"expected {count} {n}×{n} grids from the confident images, got only {g} (too few: {len(pool)} "
+                f"confident images); lower the count or the confidence threshold"
             )
         cells = [queues[c].pop() for c in chosen]
         if repeat_corners:

@@ -3,6 +3,7 @@ weights from a local file. Nothing is downloaded."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -17,7 +18,7 @@ def torchvision_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def load_model(name: str, weights: str = "", num_classes: int = 0) -> nn.Module:
+def load_model(name: str, weights: str = "", num_classes: int = 0, layers: Sequence[str] = ()) -> nn.Module:
     """A model in eval mode on the CPU, split-checked (it must be VGG-like or ResNet-like).
 
     Args:
@@ -25,12 +26,15 @@ def load_model(name: str, weights: str = "", num_classes: int = 0) -> nn.Module:
             ``resnet18``, ``vgg11_bn`` …) or ``timm:NAME`` (needs the ``timm`` extra).
         weights: local state-dict file (required for torchvision/timm names).
         num_classes: output classes of a torchvision/timm model (default 1000).
+        layers: layer names (``"input"``, ``"middle"``, ``"final"`` or stage names) the model must have.
     """
     if name in MODELS:
         model = load_default_model(name, weights or None)
     else:
         model = _external(name, weights, num_classes or 1000)
-    split_model(model)  # fail now, not mid-run, if the architecture cannot be split
+    staged = split_model(model)  # fail now, not mid-run, if the architecture cannot be split
+    for layer in layers:  # …or if a layer is unknown (else it fails only after the grids are built)
+        staged.resolve(layer)
     return model
 
 
