@@ -44,7 +44,7 @@ class TrainConfig:
 
 DEFAULTS: dict[str, TrainConfig] = {
     "fashion_vgg": TrainConfig(epochs=12),
-    "fashion_resnet": TrainConfig(epochs=15),
+    "fashion_resnet": TrainConfig(epochs=8),
     "cifar_vgg11": TrainConfig(epochs=30),
 }
 
