@@ -82,8 +82,11 @@ def scores_of(maps: Tensor, n: int, heads: tuple[int, ...], size: tuple[int, int
 
 
 def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, images: Tensor, labels: Tensor,
-               n: int, chunk_size: int, options: dict, reference: bool) -> dict[str, Any]:
-    """Measure one (setting, layer, method) on ``images (G, C, nH, nW)`` with cell labels ``(G, n²)``."""
+               n: int, chunk_size: int, options: dict, reference: bool, rates: dict | None = None) -> dict[str, Any]:
+    """Measure one (setting, layer, method) on ``images (G, C, nH, nW)`` with cell labels ``(G, n²)``.
+
+    ``rates`` caches the plain per-row pass times per (setting, layer) across methods."""
+    rates = {} if rates is None else rates
     device, grids = images.device, images.shape[0]
     setting = make_setting(setting_name, model, n)
     heads = tuple(range(n * n)) if setting_name == "gridpg" else setting.default_heads()
@@ -97,8 +100,12 @@ def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, image
         torch.cuda.reset_peak_memory_stats(device)
     seconds, maps = timed(lambda: method(counter.instrument(task)), device)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    t_f, t_fb = per_row_times(task, task.forward, task.inputs, chunk_size)
-    image_f = per_row_times(task, task.image_forward, task.image, chunk_size)[0] if counter.image_rows else 0.0
+    if (setting_name, layer) not in rates:
+        rates[setting_name, layer] = per_row_times(task, task.forward, task.inputs, chunk_size)
+    if counter.image_rows and (setting_name, "input") not in rates:
+        rates[setting_name, "input"] = per_row_times(task, task.image_forward, task.image, chunk_size)
+    t_f, t_fb = rates[setting_name, layer]
+    image_f = rates[setting_name, "input"][0] if counter.image_rows else 0.0
     plain_rows = counter.forward_rows - counter.backward_rows - counter.image_rows
     limit = plain_rows * t_f + counter.backward_rows * t_fb + counter.image_rows * image_f
     row = {
@@ -207,18 +214,19 @@ def run_from_args(args: argparse.Namespace) -> int:
     images, labels = random_grids(model, args.n, args.cell, args.grids, 0, device)
     names = METHODS.names() if args.methods == "all" else args.methods.split(",")
     options = parse_options(args.option)
-    rows = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, rates = [], {}
     for setting in args.settings.split(","):
         for layer in args.layers.split(","):
             for name in names:
-                row = bench_unit(model, setting, layer, name, images, labels, args.n, args.chunk_size, options.get(name, {}), not args.no_reference)
+                row = bench_unit(model, setting, layer, name, images, labels, args.n, args.chunk_size, options.get(name, {}), not args.no_reference, rates)
                 log.info("%s", row)
                 rows.append(row)
+                (out / "partial.json").write_text(json.dumps(rows))  # survives a timeout
     meta = {"model": args.model, "cell": args.cell, "n": args.n, "grids": args.grids, "device": str(device),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "chunk_size": args.chunk_size}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps({"meta": meta, "summary": summary(rows), "rows": rows}, indent=2))
     text = f"{meta}\n\n{markdown(rows)}\n\n{json.dumps(summary(rows), indent=2)}\n"
     (out / "bench.md").write_text(text)
