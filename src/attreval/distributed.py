@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,23 @@ class Group:
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
+
+    def on_main(self, step: Callable[[], T]) -> T | None:
+        """Run ``step`` on rank 0 only; a ``ValueError`` there is raised on every rank with the same message,
+        so user errors end every process with one clean line instead of hanging or a peer's traceback."""
+        outcome: list = [None, None]
+        if self.is_main:
+            try:
+                outcome[0] = step()
+            except ValueError as err:
+                outcome[1] = str(err)
+        if self.world > 1:
+            message = [outcome[1]]
+            dist.broadcast_object_list(message, src=0)
+            outcome[1] = message[0]
+        if outcome[1] is not None:
+            raise ValueError(outcome[1])
+        return outcome[0]
 
     def shard(self, items: list) -> list:
         """This rank's share of ``items`` (round-robin)."""
@@ -45,6 +65,11 @@ def from_environment(device: torch.device) -> tuple[Group, torch.device]:
         return Group(), device
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise ValueError(
+                f"expected at most {torch.cuda.device_count()} processes per node (one per GPU), got LOCAL_RANK {local}; "
+                "lower --nproc_per_node"
+            )
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
