@@ -135,15 +135,6 @@ def reference_maps(method, setting, images: Tensor, classes: Tensor, layer: str,
     return out
 
 
-def full_precision(device: torch.device) -> None:
-    """Turn TF32 off on CUDA: Occlusion, RISE and Ablation-CAM measure small logit differences, which TF32's
-    10-bit mantissa turns into noise (on the H100 it changed Occlusion scores by up to 0.14 between
-    batch sizes); the reference comparison then checks the methods, not the arithmetic."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-
-
 def random_grids(model: nn.Module, n: int, cell: int, grids: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor]:
     """Random normalised grids and distinct random cell labels (timing needs no real images)."""
     first_conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
@@ -209,12 +200,17 @@ def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from attreval.models.loading import load_model
-    from attreval.run import resolve_device
+    from attreval.run import faithful_numerics, resolve_device
 
     device = resolve_device(args.device)
-    full_precision(device)
-    if args.weights or args.model in METHODS_FREE_MODELS():
+    with faithful_numerics(device):  # TF32 off: the reference comparison checks methods, not arithmetic
+        return _bench(args, device)
+
+
+def _bench(args: argparse.Namespace, device: torch.device) -> int:
+    from attreval.models.loading import load_model
+
+    if args.weights or args.model in builtin_models():
         model = load_model(args.model, args.weights, args.num_classes)
     else:
         import torchvision
@@ -244,7 +240,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     return 0
 
 
-def METHODS_FREE_MODELS() -> list[str]:  # noqa: N802 - the built-in model names
+def builtin_models() -> list[str]:
+    """Names of the project's own models (shipped weights)."""
     from attreval.models.zoo import MODELS
 
     return MODELS.names()

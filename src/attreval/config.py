@@ -6,6 +6,7 @@ found and, for names, the closest valid one. The embedded default lives in ``con
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -80,6 +81,27 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class VariantConfig:
+    """A named, configured instance of a registered method (``[variants.NAME]``).
+
+    ``method`` is the registry name; ``options`` replace fields of its preset, on top of the config's
+    ``[methods.METHOD]`` overrides. ``layers`` / ``settings`` (empty = all of ``[evaluation]``) restrict
+    where it is evaluated: the paper's SmoothGrad sweep runs at the input layer only (PAPER.md §6.3).
+    """
+
+    method: str
+    options: dict[str, Any] = field(default_factory=dict)
+    layers: tuple[str, ...] = ()
+    settings: tuple[str, ...] = ()
+
+    def applies(self, setting: str, layer: str) -> bool:
+        return (not self.settings or setting in self.settings) and (not self.layers or layer in self.layers)
+
+
+VARIANT_KEYS = ("method", "layers", "settings")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     seed: int = 0
     device: str = "cpu"
@@ -88,11 +110,24 @@ class RunConfig:
     grids: GridConfig = field(default_factory=GridConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method option overrides
+    variants: dict[str, VariantConfig] = field(default_factory=dict)  # named method instances
 
     def method_names(self) -> list[str]:
+        """Evaluated method names: ``"all"`` = every registered method, then every variant."""
         from attreval.methods import METHODS
 
-        return METHODS.names() if self.evaluation.methods == ("all",) else list(self.evaluation.methods)
+        return METHODS.names() + list(self.variants) if self.evaluation.methods == ("all",) else list(self.evaluation.methods)
+
+    def method_options(self, name: str) -> tuple[str, dict[str, Any]]:
+        """``(registry name, options)`` of an evaluated method name (a registry name or a variant)."""
+        variant = self.variants.get(name)
+        if variant is None:
+            return name, dict(self.methods.get(name, {}))
+        return variant.method, {**self.methods.get(variant.method, {}), **variant.options}
+
+    def applies(self, name: str, setting: str, layer: str) -> bool:
+        """Whether method ``name`` is evaluated in ``setting`` at ``layer`` (variants may be restricted)."""
+        return name not in self.variants or self.variants[name].applies(setting, layer)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -147,13 +182,14 @@ def parse_config(raw: dict[str, Any]) -> RunConfig:
         grids=_section(GridConfig, "grids", raw.get("grids", {})),
         evaluation=_section(EvaluationConfig, "evaluation", raw.get("evaluation", {})),
         methods=_method_options(raw.get("methods", {})),
+        variants=_variants(raw.get("variants", {})),
     )
     validate(config)
     return config
 
 
 def _method_options(raw: Any) -> dict[str, dict[str, Any]]:
-    from attreval.methods import METHODS, resolve_method
+    from attreval.methods import METHODS
 
     if not isinstance(raw, dict):
         raise ValueError(f"expected a table for [methods], got {type(raw).__name__}")
@@ -162,8 +198,47 @@ def _method_options(raw: Any) -> dict[str, dict[str, Any]]:
             raise unknown_name_error("method in [methods]", name, METHODS.names())
         if not isinstance(options, dict):
             raise ValueError(f"expected a table [methods.{name}], got {type(options).__name__}")
-        resolve_method(name, **options)  # unknown options fail here, with a did-you-mean
+        _check_method(name, options, f"[methods.{name}]")
     return dict(raw)
+
+
+def _check_method(name: str, options: dict[str, Any], where: str) -> None:
+    """Build the method once so that unknown options (and a wrapper's unknown base) fail now, one line."""
+    from attreval.methods import resolve_method
+
+    try:
+        method = resolve_method(name, **options)
+        if hasattr(method, "base_method"):  # SmoothGrad: its base name and base_options
+            method.base_method()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _variants(raw: Any) -> dict[str, VariantConfig]:
+    """``[variants.NAME]`` tables: ``method`` (required), optional ``layers`` / ``settings``, method options."""
+    from attreval.methods import METHODS
+
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a table for [variants], got {type(raw).__name__}")
+    variants = {}
+    for name, table in raw.items():
+        where = f"[variants.{name}]"
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"expected a snake_case variant name (it names result rows and files), got '{name}'")
+        if name in METHODS or name == "all":
+            raise ValueError(f"expected a variant name that is not a registered method, got '{name}' in {where}; rename it (e.g. '{name}_1')")
+        if not isinstance(table, dict):
+            raise ValueError(f"expected a table {where}, got {type(table).__name__}")
+        if "method" not in table:
+            raise ValueError(f"expected a method = \"…\" key in {where}, got none; expected one of: {', '.join(METHODS.names())}")
+        method = _typed(where[1:-1], "method", table["method"], "str")
+        if method not in METHODS:
+            raise unknown_name_error(f"method in {where}", method, METHODS.names())
+        options = {k: v for k, v in table.items() if k not in VARIANT_KEYS}
+        _check_method(method, options, where)
+        restrict = {k: _typed(where[1:-1], k, table[k], "tuple[str, ...]") for k in ("layers", "settings") if k in table}
+        variants[name] = VariantConfig(method, options, **restrict)
+    return variants
 
 
 def validate(config: RunConfig) -> None:
@@ -188,9 +263,17 @@ def validate(config: RunConfig) -> None:
     for s in e.settings:
         if s not in SETTINGS:
             raise unknown_name_error("setting", s, SETTINGS.names())
+    known = METHODS.names() + list(config.variants)
     for m in config.method_names() + list(e.smooth_methods):
-        if m not in METHODS:
-            raise unknown_name_error("method", m, METHODS.names() + ["all"])
+        if m not in known:
+            raise unknown_name_error("method", m, known + ["all"])
+    for name, variant in config.variants.items():
+        for s in variant.settings:
+            if s not in e.settings:
+                raise unknown_name_error(f"setting in [variants.{name}] settings (not in [evaluation] settings)", s, list(e.settings))
+        for layer in variant.layers:
+            if layer not in e.layers:
+                raise unknown_name_error(f"layer in [variants.{name}] layers (not in [evaluation] layers)", layer, list(e.layers))
     if any(k < 1 for k in e.kernel_sizes):
         raise ValueError(f"expected positive [evaluation] kernel_sizes, got {list(e.kernel_sizes)}")
     keys = [m.key for m in config.models]

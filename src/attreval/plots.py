@@ -16,6 +16,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LinearSegmentedColormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
+from matplotlib.ticker import FuncFormatter
 
 from attreval.analysis.aggatt import AggAtt, Examples, normalise
 from attreval.methods import METHODS
@@ -362,4 +363,152 @@ def reference_correlation_figure(table: pd.DataFrame, title: str = "") -> Figure
     ax.set_xlabel("Gaussian kernel of the input-layer method (size at 448 px)")
     fig.colorbar(image, ax=ax, shrink=0.8, label="Spearman ρ")
     ax.set_title(title or "Spearman ρ: Grad-CAM (final) vs S-IntGrad / S-IxG (input), GridPG", fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------
+# (7) SmoothGrad noise sweep (PAPER.md §6.3, Figs. 26–27)
+
+
+def smoothgrad_sweep_figure(sweep: pd.DataFrame, title: str = "", *, n: int | None = None) -> Figure:
+    """Rows = base methods, columns = (setting, layer): median localization of SmoothGrad against its noise
+    level (★ = the best level, the one the paper reports), with the S-method at K = 129 (dashed) and the
+    unsmoothed base (dotted). Only panels with two or more noise levels are drawn (all when none has).
+    ``sweep`` is :func:`attreval.analysis.smoothgrad_sweep.smoothgrad_sweep`."""
+    sg = sweep[sweep["role"] == "smoothgrad"]
+    if sg.empty:
+        raise ValueError("expected SmoothGrad sweep rows (role 'smoothgrad'), got none")
+    bases = method_order(sg["base"].unique())
+    levels = sg.groupby(["setting", "layer"])["noise_level"].nunique()
+    swept = levels[levels > 1].index  # a lone level (e.g. `smoothgrad` at hidden layers) is no sweep: not drawn
+    panels = sorted(swept if len(swept) else levels.index,
+                    key=lambda p: (_position(p[0], SETTING_ORDER), _position(p[1], LAYER_ORDER)))
+    fig = new_figure(0.8 + 3.2 * len(panels), 0.7 + 2.6 * len(bases))
+    axes = fig.subplots(len(bases), len(panels), squeeze=False, sharey=True)
+    for i, base in enumerate(bases):
+        colour = CURVE_COLOURS.get(base, OTHER_COLOURS[i % len(OTHER_COLOURS)])
+        name = method_display(base)
+        for j, (setting, layer) in enumerate(panels):
+            ax = axes[i, j]
+            here = sweep[(sweep["setting"] == setting) & (sweep["layer"] == layer) & (sweep["base"] == base)]
+            line = here[here["role"] == "smoothgrad"].sort_values("noise_level")
+            if line.empty:
+                ax.text(0.5, 0.5, "not evaluated", transform=ax.transAxes, ha="center", color="grey")
+            else:
+                xs = 100 * line["noise_level"].to_numpy()
+                ax.plot(xs, line["median"], marker="o", color=colour, label=f"SmoothGrad({name})")
+                best = line[line["best"]]
+                ax.plot(100 * best["noise_level"], best["median"], marker="*", markersize=14, color="gold",
+                        markeredgecolor="black", linestyle="none", label="best noise level")
+                for _, b in best.iterrows():
+                    ax.annotate(f"{b['median']:.2f}", (100 * b["noise_level"], b["median"]), textcoords="offset points",
+                                xytext=(0, 8), ha="center", fontsize=7)
+            for role, style, label in (("smoothed", "--", f"S-{name} K=129"), ("unsmoothed", ":", name)):
+                for _, ref in here[here["role"] == role].iterrows():
+                    ax.axhline(ref["median"], color=colour, linestyle=style, linewidth=1.2, label=label)
+            if n:
+                ax.axhline(1 / (n * n), color="grey", linestyle="--", linewidth=0.6)
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_xlim(left=0)
+            ax.set_title(f"{setting_display(setting)} · {layer}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(f"{name}\nmedian localization")
+            if i == len(bases) - 1:
+                ax.set_xlabel("SmoothGrad noise level σ (% of input range)")
+            ax.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def _position(value: str, order: Sequence[str]) -> int:
+    return order.index(value) if value in order else len(order)
+
+
+# --------------------------------------------------------------------------------------------------
+# (8) Computational cost (PAPER.md §7)
+
+COST_METRICS = (("seconds_per_grid", "seconds per grid"), ("passes_per_grid", "passes per grid (forward + backward)"))
+
+
+def _plain_log(axis) -> None:
+    """Log scale with plain tick labels (0.5, 2, 300), not 5×10⁻¹."""
+    (axis.axes.set_xscale if axis.axis_name == "x" else axis.axes.set_yscale)("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
+
+
+def cost_figure(costs: pd.DataFrame, model: str) -> Figure:
+    """Rows = seconds per grid and network passes per grid (forward + backward rows), columns = settings;
+    one bar per method and layer (colour), log scale. Bars are the unit rows of ``costs.parquet`` as given."""
+    rows = costs[costs["model"] == model]
+    if rows.empty:
+        raise ValueError(f"expected cost rows for model '{model}', got none")
+    rows = rows.assign(passes_per_grid=rows["forward_passes"] + rows["backward_passes"])
+    settings = ordered(rows["setting"].unique(), SETTING_ORDER)
+    layers = ordered(rows["layer"].unique(), LAYER_ORDER)
+    methods = method_order(rows["method"].unique())
+    values = {(r.setting, r.method, r.layer): r for r in rows.itertuples(index=False)}
+    fig = new_figure(1.2 + len(settings) * (0.6 + 0.32 * len(methods) * max(1, len(layers) / 2)), 6.4)
+    axes = fig.subplots(len(COST_METRICS), len(settings), squeeze=False, sharey="row")
+    width = 0.8 / len(layers)
+    for i, (metric, label) in enumerate(COST_METRICS):
+        for j, setting in enumerate(settings):
+            ax = axes[i, j]
+            for li, layer in enumerate(layers):
+                xs, heights = [], []
+                for k, method in enumerate(methods):
+                    row = values.get((setting, method, layer))
+                    if row is not None and getattr(row, metric) > 0:
+                        xs.append(k + (li - (len(layers) - 1) / 2) * width)
+                        heights.append(float(getattr(row, metric)))
+                ax.bar(xs, heights, width=width * 0.95, color=layer_colour(layer, layers), label=layer)
+            _plain_log(ax.yaxis)
+            ax.set_xticks(range(len(methods)), [method_display(m) for m in methods], rotation=60, ha="right", fontsize=7)
+            ax.set_xlim(-0.6, len(methods) - 0.4)
+            ax.grid(axis="y", which="major", linewidth=0.4, alpha=0.5)
+            if i == 0:
+                ax.set_title(setting_display(setting), fontsize=9)
+            if j == 0:
+                ax.set_ylabel(label)
+    handles = [Patch(facecolor=layer_colour(x, layers), label=x) for x in layers]
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(layers), title="layer", fontsize=8)
+    fig.suptitle(f"{model}: cost per grid image (log scale)")
+    return fig
+
+
+def smoothing_cost_figure(summary: pd.DataFrame, model: str) -> Figure:
+    """Smoothing vs SmoothGrad (§7): for each (setting, layer, base) the base method, the S-method (its
+    passes + one Gaussian convolution) and every SmoothGrad level, in passes and seconds per grid (log).
+    ``summary`` is :func:`attreval.analysis.cost_summary.smoothing_vs_smoothgrad`."""
+    rows = summary[summary["model"] == model]
+    if rows.empty:
+        raise ValueError(f"expected smoothing-vs-SmoothGrad cost rows for model '{model}', got none")
+    groups = list(rows.groupby(["setting", "layer", "base"], sort=False))
+    kind_colour = {"base": "#8c8c8c", "smoothed": "#55a868", "smoothgrad": "#8172b3"}
+    labels, colours, data = [], [], {m: [] for m, _ in COST_METRICS}
+    for (setting, layer, base), group in groups:
+        for r in group.itertuples(index=False):
+            name = method_display(base)
+            text = {"base": name, "smoothed": f"S-{name} (K=129)"}.get(r.kind, f"SmoothGrad σ={100 * r.noise_level:g}%")
+            labels.append(f"{setting_display(setting)} · {layer}: {text}")
+            colours.append(kind_colour[r.kind])
+            for metric, _ in COST_METRICS:
+                data[metric].append(float(getattr(r, metric)))
+    fig = new_figure(10, 1.2 + 0.22 * len(labels))
+    axes = fig.subplots(1, len(COST_METRICS), sharey=True, squeeze=False)[0]
+    ys = np.arange(len(labels))[::-1]
+    for ax, (metric, label) in zip(axes, COST_METRICS):
+        values = np.asarray(data[metric])
+        ax.barh(ys, np.where(values > 0, values, np.nan), color=colours)
+        _plain_log(ax.xaxis)
+        ax.set_xlabel(label)
+        ax.grid(axis="x", linewidth=0.4, alpha=0.5)
+    axes[0].set_yticks(ys, labels, fontsize=7)
+    handles = [Patch(facecolor=c, label=k) for k, c in
+               (("base method", kind_colour["base"]), ("S-method: base + 1 Gaussian convolution", kind_colour["smoothed"]),
+                ("SmoothGrad (num_samples noisy copies of the base)", kind_colour["smoothgrad"]))]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
+    fig.suptitle(f"{model}: smoothing vs SmoothGrad, cost per grid image")
     return fig

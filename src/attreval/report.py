@@ -23,7 +23,7 @@ import pandas as pd
 
 from attreval import plots
 from attreval.analysis import aggatt as agg
-from attreval.analysis import correlation, smoothing_curves
+from attreval.analysis import correlation, cost_summary, smoothgrad_sweep, smoothing_curves
 from attreval.store import RunStore, atomic_write
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,18 @@ HOW_TO_READ = {
                  "final-layer Grad-CAM in the same setting; a dotted line is SmoothGrad at that layer. Kernels are "
                  "scaled to each map's side, so on small maps the smallest ones become 1 (no smoothing) and "
                  "repeat the Orig value.",
+    "sweep": "SmoothGrad (15 noisy copies, PAPER.md §6.3) at each evaluated noise level σ (a fraction of each "
+             "input's value range): median localization per base method. The star marks the best level, the one "
+             "the paper reports. The dashed line is the base smoothed with a Gaussian instead (S-IntGrad / S-IxG, "
+             "K = 129 at 448 px), the dotted line the unsmoothed base. The paper finds the S-methods much better "
+             "on GridPG except IxG on ResNet18, and slightly worse on DiFull (leakage across cell borders).",
+    "costs": "Measured cost of each unit, per grid image, on a log scale: wall-clock seconds (this machine, "
+             "includes the smoothing and scoring of the unit) and network passes, counted as the rows pushed "
+             "forward plus the rows pushed backward (a backward costs about one forward). GridPG attributes its "
+             "n² cells in one batch, DiFull / DiPart only the corner heads.",
+    "smoothing_cost": "The cost of smoothing against SmoothGrad (PAPER.md §7): an S-method makes the passes of its "
+                      "base plus one Gaussian convolution per map (timed here on the unit's maps, no network pass); "
+                      "SmoothGrad makes num_samples (15) times the base's passes.",
     "heatmap": "Spearman rank correlation of the per-instance GridPG scores of every pair of (method, layer), "
                "paired on grid and cell. High ρ: the two evaluations find the same instances easy and hard. "
                "Black lines separate layers.",
@@ -149,7 +161,7 @@ def write_report(run_dir: str | Path, *, cell: int = 0, dpi: int = 90) -> Path:
     for model in models:
         _model(report, results, model, cell)
     _correlation_tables(report, results)
-    report.add(cost_section(store.root))
+    _costs(report, results)
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>attreval report</title>'
             f"<style>{STYLE}</style><script>{SCRIPT}</script></head>\n<body>\n" + "\n".join(report.parts) + "\n</body></html>\n")
     _remove_stale(store.root / FIGURE_DIR, report.figures)
@@ -230,6 +242,7 @@ def _model(report: _Report, results: pd.DataFrame, model: str, cell: int) -> Non
         report.figure(f"{model}__smoothing", lambda: plots.smoothing_curves_figure(curves, f"{model}: smoothing", n=n),
                       f"{model} smoothing curves")
         report.how("smoothing")
+    _sweep(report, results, model, n)
     report.heading(3, "Correlation of per-instance scores (GridPG)")
     if not ((rows["setting"] == "gridpg") & (rows["kernel_size"] == 0)).any():
         report.note("no GridPG results for this model: correlations skipped.")
@@ -243,6 +256,63 @@ def _model(report: _Report, results: pd.DataFrame, model: str, cell: int) -> Non
     labelled.index = labelled.columns = [plots.evaluation_label(*k) for k in matrix.columns]
     report.table(labelled, digits=2)
     report.add("</details>")
+
+
+def _sweep(report: _Report, results: pd.DataFrame, model: str, n: int) -> None:
+    report.heading(3, "SmoothGrad noise sweep vs S-IntGrad / S-IxG (PAPER.md §6.3)")
+    config = _read_json(report.store, "config.json")
+    if config is None:
+        report.note("config.json missing: SmoothGrad noise levels unknown, sweep skipped.")
+        return
+    sweep = smoothgrad_sweep.smoothgrad_sweep(results, config, model)
+    if sweep.empty:
+        report.note("no SmoothGrad rows for this model (add smoothgrad or [variants.NAME] with method = \"smoothgrad\"): sweep skipped.")
+        return
+    report.figure(f"{model}__smoothgrad_sweep", lambda: plots.smoothgrad_sweep_figure(sweep, f"{model}: SmoothGrad noise sweep", n=n),
+                  f"{model} SmoothGrad sweep")
+    report.how("sweep")
+    report.table(smoothgrad_sweep.sweep_table(sweep))
+
+
+def _costs(report: _Report, results: pd.DataFrame) -> None:
+    report.add(cost_section(report.store.root))
+    path = report.store.root / COSTS_FILE
+    try:
+        costs = pd.read_parquet(path) if path.exists() else None
+    except (OSError, ValueError):
+        costs = None
+    if costs is None or costs.empty or not {"forward_passes", "backward_passes", "seconds_per_grid"} <= set(costs.columns):
+        return
+    for model in pd.unique(costs["model"]):
+        report.figure(f"{model}__costs", lambda: plots.cost_figure(costs, model), f"{model} costs")
+    report.how("costs")
+    config = _read_json(report.store, "config.json") or {}
+    summary = cost_summary.smoothing_vs_smoothgrad(costs, smoothgrad_sweep.smoothgrad_points(config),
+                                                   _smoothing_seconds(report.store, costs, config))
+    report.heading(3, "Smoothing vs SmoothGrad")
+    if summary.empty:
+        report.note("no SmoothGrad units with a base method in this run: smoothing-vs-SmoothGrad cost skipped.")
+        return
+    for model in pd.unique(summary["model"]):
+        report.figure(f"{model}__smoothing_cost", lambda: plots.smoothing_cost_figure(summary, model), f"{model} smoothing cost")
+    report.how("smoothing_cost")
+    report.add(summary.to_html(float_format=lambda v: f"{v:.4g}", na_rep="–", border=0, index=False))
+
+
+def _smoothing_seconds(store: RunStore, costs: pd.DataFrame, config: dict) -> dict[tuple, float]:
+    """Seconds per grid of one K = 129 Gaussian convolution on each base unit's stored maps."""
+    from attreval.smoothing import scaled_kernel_size
+
+    reference = (config.get("evaluation") or {}).get("reference_side", 448)
+    seconds = {}
+    for r in costs[costs["method"].isin(["int_grad", "input_x_grad"])].itertuples(index=False):
+        try:
+            shape = store.maps(r.model, r.setting, r.layer, r.method).shape
+        except ValueError:
+            continue  # maps not stored: the convolution is left out (negligible, see the how-to-read)
+        kernel = scaled_kernel_size(AGGATT_KERNEL_REF, shape[-1], reference)
+        seconds[r.model, r.setting, r.layer, r.method] = cost_summary.time_smoothing(tuple(shape), kernel)
+    return seconds
 
 
 def _aggatt(report: _Report, results: pd.DataFrame, model: str, cell: int) -> None:

@@ -7,13 +7,14 @@ scores → one part of the results table + the maps, written atomically.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 import os
 import platform
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -60,6 +61,7 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> RunStore:
         if not resume:
             raise ValueError(f"expected an empty output directory, got a run in {out}; pass --resume or another --out")
         stored = {k: v for k, v in store.read_json("config.json").items() if k != "device"}
+        stored.setdefault("variants", {})  # runs written before [variants] existed
         if _jsonable(stored) != _jsonable(wanted):
             diff = sorted(k for k in set(stored) | set(wanted) if _jsonable(stored.get(k)) != _jsonable(wanted.get(k)))
             raise ValueError(f"expected --resume with the config of {out}, got a different config (differs in: {', '.join(diff)})")
@@ -114,6 +116,7 @@ def plan_units(config: RunConfig) -> list[Unit]:
     return [
         Unit(m.key, s, layer, method)
         for m in config.models for s in e.settings for layer in e.layers for method in config.method_names()
+        if config.applies(method, s, layer)  # variants may be restricted to some settings / layers
     ]
 
 
@@ -125,7 +128,8 @@ def evaluate_unit(
     setting = make_setting(unit.setting, model, n)
     heads = tuple(range(n * n)) if unit.setting == "gridpg" or e.heads == "all" else setting.default_heads()
     task_heads = (0,) * len(heads) if unit.setting == "gridpg" else heads
-    method = resolve_method(unit.method, **config.methods.get(unit.method, {}))
+    name, options = config.method_options(unit.method)  # a variant: its registered method and options
+    method = resolve_method(name, **options)
     size = tuple(grids.images.shape[-2:])
     maps, parts = [], []
     for start in range(0, len(grids), e.batch_size):
@@ -179,46 +183,59 @@ def metadata(config: RunConfig, device: torch.device) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def faithful_numerics(device: torch.device) -> Iterator[None]:
+    """On CUDA: deterministic algorithms (cuDNN's default backward kernels differ run to run in the last bits,
+    so reruns and resumes would not be bit-identical) and no TF32 (Occlusion, RISE and Ablation-CAM measure
+    small logit differences, which TF32's 10-bit mantissa turns into noise: on an H100 it changed Occlusion
+    scores by up to 0.14). The previous settings are restored afterwards. Nothing changes on the CPU."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[2], saved[3]
+
+
 def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str | None = None, progress: bool = True) -> RunStore:
     """Run (or resume) the protocol of ``config`` into the directory ``out``; returns its store.
 
     Under ``torchrun`` the units are sharded across the processes (see :mod:`attreval.distributed`).
     A run that fails before its first unit finishes removes the directory it created, so bad input
-    leaves nothing behind; later failures keep the finished units for ``--resume``. On CUDA it runs with
-    deterministic algorithms (restored afterwards), so reruns and resumes give bit-identical tables there too.
+    leaves nothing behind; later failures keep the finished units for ``--resume``. On CUDA it runs under
+    :func:`faithful_numerics`, so reruns and resumes give bit-identical tables there too.
     """
     group, dev = from_environment(resolve_device(device or config.device))
     out = Path(out)
     created, existed = not (out / "config.json").exists(), out.is_dir()
-    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    if dev.type == "cuda":  # cuDNN's default backward kernels differ run to run in the last bits
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        models = {m.key: load_model(m.name, m.weights, m.num_classes, config.evaluation.layers).to(dev) for m in config.models}
-        if group.is_main:
-            store = prepare_run_dir(out, config, resume)
-        group.barrier()
-        store = RunStore(out)
-        try:
-            _execute(store, config, models, dev, resume, progress, group)
-        except BaseException:
-            if group.is_main and created and not any((out / "parts").glob("*.parquet")):
-                shutil.rmtree(out, ignore_errors=True)
-                if existed:  # the (empty) directory the user gave stays
-                    out.mkdir(exist_ok=True)
-            raise
+        with faithful_numerics(dev):
+            models = {m.key: load_model(m.name, m.weights, m.num_classes, config.evaluation.layers).to(dev) for m in config.models}
+            group.on_main(lambda: prepare_run_dir(out, config, resume))  # its errors end every rank with one line
+            store = RunStore(out)
+            try:
+                _execute(store, config, models, dev, resume, progress, group)
+            except BaseException:
+                if group.is_main and created and not any((out / "parts").glob("*.parquet")):
+                    shutil.rmtree(out, ignore_errors=True)
+                    if existed:  # the (empty) directory the user gave stays
+                        out.mkdir(exist_ok=True)
+                raise
     finally:
         group.close()
-        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
     return store
 
 
 def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], dev: torch.device, resume: bool, progress: bool, group: Group) -> None:
     started = time.time()
-    if group.is_main:
-        make_grids(store, config, models, dev)
-    group.barrier()
+    group.on_main(lambda: make_grids(store, config, models, dev))
     grids = make_grids(store, config, models, dev)  # loads what rank 0 built
     units = plan_units(config)
     todo = group.shard([u for u in units if not store.is_done(u)])

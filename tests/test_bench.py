@@ -1,0 +1,25 @@
+"""`attreval bench` runs on a tiny model and counts the passes each method needs (no timing asserted)."""
+import json
+
+from attreval.cli import main
+
+
+def test_bench_counts_passes_and_matches_the_reference_pattern(tmp_path):
+    out = tmp_path / "bench"
+    argv = ["bench", "--model", "fashion_resnet", "--grids", "2", "--settings", "gridpg,difull", "--layers", "input,final",
+            "--methods", "grad,int_grad,rise,occlusion", "--option", "rise.num_masks=8", "--option", "int_grad.n_steps=3",
+            "--option", "occlusion.input_kernel_size=16", "--option", "occlusion.input_stride=16", "--out", str(out)]
+    assert main(argv) == 0
+    report = json.loads((out / "bench.json").read_text())
+    rows = {(r["setting"], r["layer"], r["method"]): r for r in report["rows"]}
+    targets = {"gridpg": 4, "difull": 2}
+    for (setting, layer, method), r in rows.items():
+        t = targets[setting]
+        expected = {"grad": (t, t), "int_grad": (3 * t, 3 * t), "rise": (8, 0)}.get(method)
+        if method == "occlusion" and layer == "input":
+            expected = (4 * 4 + 1, 0)  # 64-px grid, 16-px windows with stride 16: 4 × 4 windows + the clean pass
+        if expected:
+            assert (r["forward_passes"], r["backward_passes"]) == expected, (setting, layer, method)
+        assert r["max_score_diff"] <= 1e-4 and r["limit_ratio"] > 0
+    assert report["summary"]["protocol_speedup"] > 0
+    assert "| gridpg | input | grad |" in (out / "bench.md").read_text()
