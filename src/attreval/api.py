@@ -62,6 +62,7 @@ def build_task(
         image=images.detach(),
         image_forward=setting.tail("input", unique),
         chunk_size=chunk_size,
+        row_forward=setting.row_tail(layer, unique),
     )
 
 

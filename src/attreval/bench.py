@@ -65,9 +65,12 @@ def per_row_times(task: Task, forward: Callable[[Tensor], Tensor], inputs: Tenso
             with torch.no_grad():
                 return forward(x)
 
-        def fwd_bwd() -> Tensor:
+        def fwd_bwd() -> Tensor:  # as the gradient methods run it: each row computes only its own head
             leaf = x.detach().requires_grad_(True)
-            y = pick(forward(leaf), head.expand(batch), cls.expand(batch))
+            if task.row_forward is not None and forward is task.forward:
+                y = task.row_forward(leaf, head.expand(batch)).gather(1, cls.expand(batch)[:, None])
+            else:
+                y = pick(forward(leaf), head.expand(batch), cls.expand(batch))
             return torch.autograd.grad(y.sum(), leaf)[0]
 
         fwd(), fwd_bwd()  # warm-up

@@ -100,3 +100,16 @@ def select_cells(x: Tensor, n: int, cells: tuple[int, ...]) -> Tensor:
     blocks = x.reshape(b, c, n, h, n, w).permute(0, 2, 4, 1, 3, 5).reshape(b, n * n, c, h, w)
     index = torch.as_tensor(cells, device=x.device)
     return blocks.index_select(1, index).reshape(b * len(cells), c, h, w)
+
+
+def row_blocks(x: Tensor, n: int, cells: Tensor) -> Tensor:
+    """Block ``cells[r]`` of grid r: ``(N, C, n·h, n·w)``, ``cells (N,)`` → ``(N, C, h, w)``.
+
+    >>> x = torch.arange(16.).view(1, 1, 4, 4); row_blocks(x, 2, torch.tensor([3]))[0, 0]
+    tensor([[10., 11.],
+            [14., 15.]])
+    """
+    b, c, height, width = x.shape
+    h, w = check_divisible(n, height, width)
+    blocks = x.reshape(b, c, n, h, n, w).permute(0, 2, 4, 1, 3, 5).reshape(b, n * n, c, h, w)
+    return blocks[torch.arange(b, device=x.device), cells]

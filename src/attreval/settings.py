@@ -16,11 +16,12 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from attreval.grid import fold_cells, select_cells, unfold_cells
+from attreval.grid import fold_cells, row_blocks, select_cells, unfold_cells
 from attreval.models.staged import StagedModel, split_model
 from attreval.registry import Registry
 
 Forward = Callable[[Tensor], Tensor]
+RowForward = Callable[[Tensor, Tensor], Tensor]
 SETTINGS: Registry[type["Setting"]] = Registry("setting")
 
 
@@ -56,6 +57,15 @@ class Setting(ABC):
     @abstractmethod
     def tail(self, layer: str, heads: Sequence[int]) -> Forward:
         """The function ``(N, C', n·h, n·w) → (N, len(heads), K)`` from the activations at ``layer``."""
+
+    def row_tail(self, layer: str, heads: Sequence[int]) -> RowForward:
+        """Like :meth:`tail`, but row r computes only head ``heads[index[r]]``: ``(x (N, …), index (N,)) → (N, K)``.
+
+        Gradient methods explain one head per row; computing only that head saves the other heads' share
+        of the network (DiFull: the rest of the backbone on every other evaluated block).
+        """
+        forward = self.tail(layer, heads)
+        return lambda x, index: forward(x)[torch.arange(x.shape[0], device=x.device), index]
 
     def check_heads(self, heads: Sequence[int]) -> tuple[int, ...]:
         heads = tuple(int(h) for h in heads)
@@ -123,6 +133,15 @@ class DiFull(Setting):
 
         return forward
 
+    def row_tail(self, layer: str, heads: Sequence[int]) -> RowForward:
+        heads, start, staged, n = self.check_heads(heads), self.staged.index(layer), self.staged, self.n
+
+        def forward(a: Tensor, index: Tensor) -> Tensor:
+            cells = torch.as_tensor(heads, device=a.device)[index]
+            return staged.cell_head(staged.run(row_blocks(a, n, cells), start))
+
+        return forward
+
 
 @SETTINGS.register("dipart")
 class DiPart(Setting):
@@ -140,6 +159,15 @@ class DiPart(Setting):
         def forward(a: Tensor) -> Tensor:
             blocks = select_cells(staged.run(a, start), n, heads)
             return staged.cell_head(blocks).view(a.shape[0], len(heads), -1)
+
+        return forward
+
+    def row_tail(self, layer: str, heads: Sequence[int]) -> RowForward:
+        heads, start, staged, n = self.check_heads(heads), self.staged.index(layer), self.staged, self.n
+
+        def forward(a: Tensor, index: Tensor) -> Tensor:
+            cells = torch.as_tensor(heads, device=a.device)[index]
+            return staged.cell_head(row_blocks(staged.run(a, start), n, cells))
 
         return forward
 

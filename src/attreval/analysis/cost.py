@@ -41,7 +41,14 @@ class PassCounter:
     def instrument(self, task: Task) -> Task:
         """A copy of ``task`` whose forwards are counted."""
         image_forward = None if task.image_forward is None else self.wrap(task.image_forward, whole_network=True)
-        return dataclasses.replace(task, forward=self.wrap(task.forward), image_forward=image_forward)
+        row_forward = None
+        if task.row_forward is not None:
+            rows = task.row_forward
+
+            def row_forward(x: Tensor, index: Tensor) -> Tensor:
+                return self.wrap(lambda inputs: rows(inputs, index))(x)
+
+        return dataclasses.replace(task, forward=self.wrap(task.forward), image_forward=image_forward, row_forward=row_forward)
 
     def per_grid(self, grids: int) -> dict[str, float]:
         return {

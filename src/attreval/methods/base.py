@@ -32,6 +32,8 @@ class Task:
         image: ``(B, C0, H0, W0)`` the grid images (Score-CAM masks the image at every layer).
         image_forward: ``(N, C0, H0, W0) → (N, H, K)``, the whole network from the image.
         chunk_size: most inputs per forward pass (IG steps, windows, masks, channels, targets).
+        row_forward: optional ``(x (N, C, h, w), heads (N,)) → (N, K)``, the logits of each row's own head
+            only (cheaper than ``forward`` when heads see different blocks); gradient methods use it.
     """
 
     forward: Forward
@@ -42,6 +44,7 @@ class Task:
     image: Tensor | None = None
     image_forward: Forward | None = None
     chunk_size: int = 16
+    row_forward: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def __post_init__(self) -> None:
         if self.inputs.dim() != 4:
@@ -134,7 +137,8 @@ def pick_targets(out: Tensor, heads: Tensor, classes: Tensor) -> Tensor:
 
 
 def target_gradients(
-    forward: Forward, x: Tensor, heads: Tensor, classes: Tensor, chunk_size: int
+    forward: Forward, x: Tensor, heads: Tensor, classes: Tensor, chunk_size: int,
+    row_forward: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Gradient of each row's own target logit with respect to that row.
 
@@ -142,6 +146,7 @@ def target_gradients(
 
     Args:
         x: ``(N, C, h, w)`` inputs; heads, classes: ``(N,)`` the logit each row explains.
+        row_forward: if given, used instead of ``forward`` to compute only each row's own head.
 
     Returns:
         grads ``(N, C, h, w)`` and the explained logits ``(N,)``, both detached.
@@ -150,7 +155,11 @@ def target_gradients(
     for part in chunks(x.shape[0], chunk_size):
         leaf = x[part].detach().requires_grad_(True)
         with torch.enable_grad():
-            y = pick(forward(leaf), heads[part], classes[part])
+            if row_forward is None:
+                y = pick(forward(leaf), heads[part], classes[part])
+            else:
+                out = row_forward(leaf, heads[part].to(leaf.device))
+                y = pick(out[:, None], torch.zeros_like(heads[part]), classes[part])
             (grad,) = torch.autograd.grad(y.sum(), leaf)
         grads[part], logits[part] = grad, y.detach()
     return grads, logits

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 def input_gradients(task: Task) -> tuple[Tensor, Tensor]:
     """Gradient of every target logit w.r.t. the inputs: ``(B, T, C, h, w)`` and the logits ``(B, T)``."""
     x, heads, classes = task.rows()
-    grads, logits = target_gradients(task.forward, x, heads, classes, task.chunk_size)
+    grads, logits = target_gradients(task.forward, x, heads, classes, task.chunk_size, task.row_forward)
     b, t = task.batch, task.num_targets
     return grads.view(b, t, *grads.shape[1:]), logits.view(b, t)
 
@@ -174,7 +174,7 @@ def path_gradients(task: Task, alphas: Tensor, weights: Tensor, baseline: float)
         rows = torch.arange(part.start, part.stop, device=device)
         pair, step = rows // s, rows % s
         scaled = baseline + alphas[step].view(-1, 1, 1, 1) * delta[pair // t]
-        grads, _ = target_gradients(task.forward, scaled, heads[pair % t], classes[pair], task.chunk_size)
+        grads, _ = target_gradients(task.forward, scaled, heads[pair % t], classes[pair], task.chunk_size, task.row_forward)
         total.index_add_(0, pair, grads * weights[step].view(-1, 1, 1, 1))
     return total.view(b, t, *x.shape[1:])
 
