@@ -1,7 +1,5 @@
 """End-to-end tests of `attreval run` on tiny configs (seconds), resume, and CLI errors."""
 import json
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest

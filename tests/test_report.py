@@ -151,7 +151,7 @@ def test_median_table_matches_results(full_run):
 
 
 def test_partial_run_skips_with_notes(tmp_path):
-    store = make_synthetic_run(
+    make_synthetic_run(
         tmp_path, settings=("difull",), methods=("grad", "grad_cam"), layers=("input", "final"),
         skip={("difull", "final", "grad")}, no_maps={("difull", "input", "grad_cam")},
     )

@@ -1,7 +1,6 @@
 """Method variants ([variants.NAME]) in the run config, and the SmoothGrad noise sweep (PAPER.md §6.3)."""
 import json
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -1,7 +1,6 @@
 """The library entry point: :func:`attribute` and the construction of a :class:`Task` for a setting."""
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, Sequence
 
 import torch

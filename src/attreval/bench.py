@@ -126,7 +126,6 @@ def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, image
 
 def reference_maps(method, setting, images: Tensor, classes: Tensor, layer: str, heads: tuple[int, ...]) -> Tensor:
     """The authors' pass pattern: image by image, target by target (head by head), one input per forward."""
-    out = torch.empty(0)
     per_image = []
     for g in range(images.shape[0]):
         columns = []
@@ -134,8 +133,7 @@ def reference_maps(method, setting, images: Tensor, classes: Tensor, layer: str,
             task = build_task(setting, images[g:g + 1], classes[g:g + 1, t:t + 1], layer, (head,), chunk_size=1)
             columns.append(method(task))
         per_image.append(torch.cat(columns, dim=1))
-    out = torch.cat(per_image)
-    return out
+    return torch.cat(per_image)
 
 
 def random_grids(model: nn.Module, n: int, cell: int, grids: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor]:

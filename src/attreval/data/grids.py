@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from attreval.grid import GridSpec, unfold_cells
 

@@ -1,7 +1,7 @@
 """Bring your own method: any callable ``(forward, inputs, targets) -> maps``, or a Captum class."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
