@@ -119,18 +119,22 @@ def chunks(count: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, count))
 
 
+def check_classes(classes: Tensor, num_classes: int) -> None:
+    """A one-line error for target classes outside the model's ``num_classes`` outputs."""
+    if classes.numel() and (classes.max() >= num_classes or classes.min() < 0):
+        raise ValueError(f"expected target classes in [0, {num_classes - 1}], got values in [{int(classes.min())}, {int(classes.max())}]")
+
+
 def pick(out: Tensor, heads: Tensor, classes: Tensor) -> Tensor:
     """Row-wise logit selection: ``out (N, H, K)``, ``heads``/``classes`` ``(N,)`` → ``(N,)``."""
-    if classes.numel() and (classes.max() >= out.shape[-1] or classes.min() < 0):
-        raise ValueError(f"expected target classes in [0, {out.shape[-1] - 1}], got up to {int(classes.max())}")
+    check_classes(classes, out.shape[-1])
     rows = torch.arange(out.shape[0], device=out.device)
     return out[rows, heads.to(out.device), classes.to(out.device)]
 
 
 def pick_targets(out: Tensor, heads: Tensor, classes: Tensor) -> Tensor:
     """Every target of every variant: ``out (B, P, H, K)``, heads ``(T,)``, classes ``(B, T)`` → ``(B, P, T)``."""
-    if classes.numel() and (classes.max() >= out.shape[-1] or classes.min() < 0):
-        raise ValueError(f"expected target classes in [0, {out.shape[-1] - 1}], got up to {int(classes.max())}")
+    check_classes(classes, out.shape[-1])
     per_head = out.index_select(2, heads.to(out.device))  # (B, P, T, K)
     index = classes.to(out.device)[:, None, :, None].expand(-1, out.shape[1], -1, 1)
     return per_head.gather(3, index).squeeze(3)
