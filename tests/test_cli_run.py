@@ -6,17 +6,9 @@ import pytest
 
 from attreval.cli import main
 from attreval.store import COLUMNS
+from tiny_models import tiny_run_config
 
-TINY = """
-seed = 3
-[data]
-limit = 600
-[[models]]
-name = "fashion_resnet"
-[grids]
-n = 2
-gridpg = 3
-disconnected = 2
+TINY = tiny_run_config(3, """
 [evaluation]
 settings = ["gridpg", "difull"]
 layers = ["input", "final"]
@@ -26,7 +18,7 @@ kernel_sizes = [65, 257]
 batch_size = 2
 [methods.int_grad]
 n_steps = 4
-"""
+""", limit=600, gridpg=3)
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from attreval.methods.perturbation import patch_intervals
 from attreval.models.loading import load_model
 from attreval.settings import make_setting
 from attreval.store import RunStore
+from tiny_models import tiny_run_config
 
 
 def synthetic_costs() -> pd.DataFrame:
@@ -64,16 +65,7 @@ def test_smoothing_vs_smoothgrad_summary_and_figure(tmp_path):
     assert 0 < time_smoothing((2, 4, 64, 64), 19) < 1
 
 
-TINY = """
-seed = 2
-[data]
-limit = 300
-[[models]]
-name = "fashion_resnet"
-[grids]
-n = 2
-gridpg = 2
-disconnected = 2
+TINY = tiny_run_config(2, """
 [evaluation]
 settings = ["gridpg", "difull"]
 layers = ["input", "final"]
@@ -93,7 +85,7 @@ hidden_stride = 1
 [methods.smoothgrad]
 base = "grad"
 num_samples = 2
-"""
+""")
 
 
 def test_recorded_passes_match_each_methods_theory(tmp_path):

@@ -25,18 +25,10 @@ import torch
 
 import attreval
 from attreval.cli import main
+from tiny_models import tiny_run_config
 
 # 2 settings × 2 layers × 3 methods = 12 cheap units (tens of ms each), so a kill can land mid-run.
-RUN = """
-seed = 5
-[data]
-limit = 300
-[[models]]
-name = "fashion_resnet"
-[grids]
-n = 2
-gridpg = 2
-disconnected = 2
+RUN = tiny_run_config(5, """
 [evaluation]
 settings = ["gridpg", "difull"]
 layers = ["input", "final"]
@@ -46,7 +38,7 @@ kernel_sizes = [65]
 batch_size = 2
 [methods.int_grad]
 n_steps = 8
-"""
+""")
 UNITS = 12
 KEY = ["model", "setting", "layer", "method", "kernel_size", "grid", "cell", "head"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

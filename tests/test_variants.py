@@ -9,6 +9,7 @@ from attreval.analysis.smoothgrad_sweep import smoothgrad_points, smoothgrad_swe
 from attreval.cli import main
 from attreval.config import load_config, parse_config
 from attreval.run import plan_units
+from tiny_models import tiny_run_config
 
 BASE = {"models": [{"name": "fashion_resnet"}]}
 SG = {"method": "smoothgrad", "base": "input_x_grad", "noise_level": 0.2}
@@ -63,16 +64,7 @@ def test_embedded_default_has_the_input_layer_sweep():
     assert all(v.layers == ("input",) for v in config.variants.values())
 
 
-TINY = """
-seed = 1
-[data]
-limit = 300
-[[models]]
-name = "fashion_resnet"
-[grids]
-n = 2
-gridpg = 2
-disconnected = 2
+TINY = tiny_run_config(1, """
 [evaluation]
 settings = ["gridpg", "difull"]
 layers = ["input", "final"]
@@ -86,7 +78,7 @@ num_samples = 3
 method = "smoothgrad"
 noise_level = 0.3
 layers = ["input"]
-"""
+""")
 
 
 @pytest.fixture(scope="module")

@@ -69,3 +69,20 @@ def tiny_model(kind: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
     model = TinyVGG() if kind == "vgg" else randomize_bn(TinyResNet(), seed)
     return model.eval()
+
+
+def tiny_run_config(seed: int, body: str, *, limit: int = 300, gridpg: int = 2, disconnected: int = 2) -> str:
+    """TOML of a seconds-long run: ``fashion_resnet`` on a few 2×2 grids from the first ``limit`` images;
+    ``body`` adds the ``[evaluation]`` and ``[methods…]`` tables."""
+    header = f"""
+seed = {seed}
+[data]
+limit = {limit}
+[[models]]
+name = "fashion_resnet"
+[grids]
+n = 2
+gridpg = {gridpg}
+disconnected = {disconnected}
+"""
+    return header + body.lstrip("\n")
