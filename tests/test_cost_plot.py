@@ -102,10 +102,11 @@ def test_recorded_passes_match_each_methods_theory(tmp_path):
             with torch.no_grad():
                 channels, side = make_setting(setting, model, 2).activations(grids.images[:1], layer).shape[1:3]
             windows = len(patch_intervals(side, kernel, stride)) ** 2
+            shared = 1 if setting == "gridpg" else targets  # GridPG: one forward for all targets; DiFull: one per head
             theory = {  # (forward, backward, image) rows per grid
-                "grad": (targets, targets, 0),
-                "int_grad": (targets * 3, targets * 3, 0),
-                "smoothgrad": (2 * targets, 2 * targets, 0),          # num_samples × the base's rows
+                "grad": (shared, targets, 0),                         # one backward per target
+                "int_grad": (shared * 3, targets * 3, 0),
+                "smoothgrad": (2 * shared, 2 * targets, 0),           # num_samples × the base's rows
                 "rise": (7, 0, 0),                                    # one row per mask, every target from it
                 "occlusion": (windows + 1, 0, 0),                     # every window + the unperturbed input
                 "ablation_cam": (channels + 1, 0, 0),                 # one row per ablated channel + the original

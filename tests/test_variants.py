@@ -97,6 +97,7 @@ def test_run_names_rows_by_variant_and_resumes(sweep_run):
     costs = pd.read_parquet(out / "costs.parquet")
     sg = costs[(costs.method == "sg_ixg_30") & (costs.setting == "gridpg")]
     assert sg["backward_passes"].tolist() == [3 * 4]  # num_samples × T (inherited from [methods.smoothgrad])
+    assert sg["forward_passes"].tolist() == [3]  # one forward per sample serves all T targets
     # a resume of the same config is accepted (nothing left to do); an older config.json without variants too
     assert main(["run", str(sweep_run / "tiny.toml"), "--out", str(out), "-q", "--resume", "--no-report"]) == 0
     stored = json.loads((out / "config.json").read_text())

@@ -3,8 +3,10 @@
 For each unit the bench measures the wall time per grid image and counts the forward and backward
 passes per grid image (:class:`~attreval.analysis.cost.PassCounter`). The **limit** is the time the same
 number of plain passes of the same network take, each at its best batch size, timed in the same run:
-``limit = fwd_only · t_fwd + fwd_bwd · t_fwd_bwd (+ whole-network rows · t_fwd(input))``; the **limit
-ratio** is measured ÷ limit (1.0 = no overhead beyond the passes themselves).
+``limit = forward rows · t_fwd + backward rows · (t_fwd_bwd − t_fwd) (+ whole-network rows · t_fwd(input))``
+(a backward costs what a forward+backward costs beyond its forward; gradient methods on GridPG/DiPart run
+one forward and one backward per target); the **limit ratio** is measured ÷ limit (1.0 = no overhead
+beyond the passes themselves).
 
 The **reference pattern** is the authors' pass pattern (PAPER.md Appendix A): one image at a time, one
 target (GridPG) or head (DiFull/DiPart) at a time, one input per forward (per-target backward,
@@ -109,8 +111,8 @@ def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, image
         rates[setting_name, "input"] = per_row_times(task, task.image_forward, task.image, chunk_size)
     t_f, t_fb = rates[setting_name, layer]
     image_f = rates[setting_name, "input"][0] if counter.image_rows else 0.0
-    plain_rows = counter.forward_rows - counter.backward_rows - counter.image_rows
-    limit = plain_rows * t_f + counter.backward_rows * t_fb + counter.image_rows * image_f
+    t_b = max(t_fb - t_f, 0.0)  # a backward alone
+    limit = (counter.forward_rows - counter.image_rows) * t_f + counter.backward_rows * t_b + counter.image_rows * image_f
     row = {
         "setting": setting_name, "layer": layer, "method": name, "seconds_per_grid": seconds / grids,
         **counter.per_grid(grids), "limit_seconds_per_grid": limit / grids, "limit_ratio": seconds / limit if limit else None,

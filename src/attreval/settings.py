@@ -58,14 +58,15 @@ class Setting(ABC):
     def tail(self, layer: str, heads: Sequence[int]) -> Forward:
         """The function ``(N, C', n·h, n·w) → (N, len(heads), K)`` from the activations at ``layer``."""
 
-    def row_tail(self, layer: str, heads: Sequence[int]) -> RowForward:
+    def row_tail(self, layer: str, heads: Sequence[int]) -> RowForward | None:
         """Like :meth:`tail`, but row r computes only head ``heads[index[r]]``: ``(x (N, …), index (N,)) → (N, K)``.
 
-        Gradient methods explain one head per row; computing only that head saves the other heads' share
-        of the network (DiFull: the rest of the backbone on every other evaluated block).
+        Given only where that is cheaper than one shared forward for all heads: when the heads see
+        disjoint blocks (DiFull), so a row that explains head h runs the network on block h alone.
+        ``None`` here (GridPG has one head; DiPart's heads share the whole backbone, so gradient methods
+        run one forward for all heads and one backward per head instead).
         """
-        forward = self.tail(layer, heads)
-        return lambda x, index: forward(x)[torch.arange(x.shape[0], device=x.device), index]
+        return None
 
     def check_heads(self, heads: Sequence[int]) -> tuple[int, ...]:
         heads = tuple(int(h) for h in heads)
@@ -159,15 +160,6 @@ class DiPart(Setting):
         def forward(a: Tensor) -> Tensor:
             blocks = select_cells(staged.run(a, start), n, heads)
             return staged.cell_head(blocks).view(a.shape[0], len(heads), -1)
-
-        return forward
-
-    def row_tail(self, layer: str, heads: Sequence[int]) -> RowForward:
-        heads, start, staged, n = self.check_heads(heads), self.staged.index(layer), self.staged, self.n
-
-        def forward(a: Tensor, index: Tensor) -> Tensor:
-            cells = torch.as_tensor(heads, device=a.device)[index]
-            return staged.cell_head(row_blocks(staged.run(a, start), n, cells))
 
         return forward
 

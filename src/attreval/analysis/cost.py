@@ -1,9 +1,9 @@
 """Counting the passes a method makes: the cost model of PAPER.md §7 measured, not assumed.
 
 A :class:`PassCounter` wraps a task's forward functions. Every call adds its batch rows to
-``forward_rows``; a call made with autograd recording (some input requires grad) is followed by one
-backward in every attreval method, so its rows also count as ``backward_rows``. Divided by the number
-of grids this gives forward and backward passes per grid image.
+``forward_rows``; when the input requires grad, a hook on it adds the rows to ``backward_rows`` each
+time a backward pass reaches it (gradient methods on GridPG/DiPart run one forward and one backward per
+target). Divided by the number of grids this gives forward and backward passes per grid image.
 """
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from attreval.methods.base import Task
 
 @dataclass
 class PassCounter:
-    """Rows pushed through the network: ``forward_rows`` (all) and ``backward_rows`` (with autograd)."""
+    """Rows pushed through the network: ``forward_rows`` (all) and ``backward_rows`` (backward passes
+    that reached the wrapped forward's input, one per row and target)."""
 
     forward_rows: int = 0
     backward_rows: int = 0
@@ -33,10 +34,13 @@ class PassCounter:
             self.forward_rows += x.shape[0]
             self.image_rows += x.shape[0] if whole_network else 0
             if torch.is_grad_enabled() and x.requires_grad:
-                self.backward_rows += x.shape[0]
+                x.register_hook(lambda grad: self._count_backward(grad.shape[0]))
             return forward(x)
 
         return counted
+
+    def _count_backward(self, rows: int) -> None:
+        self.backward_rows += rows
 
     def instrument(self, task: Task) -> Task:
         """A copy of ``task`` whose forwards are counted."""

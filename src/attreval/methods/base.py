@@ -33,7 +33,8 @@ class Task:
         image_forward: ``(N, C0, H0, W0) → (N, H, K)``, the whole network from the image.
         chunk_size: most inputs per forward pass (IG steps, windows, masks, channels, targets).
         row_forward: optional ``(x (N, C, h, w), heads (N,)) → (N, K)``, the logits of each row's own head
-            only (cheaper than ``forward`` when heads see different blocks); gradient methods use it.
+            only. A setting gives it when its heads see disjoint blocks (DiFull), so that explaining one
+            head costs only that head's block; gradient methods then use it (:func:`example_gradients`).
     """
 
     forward: Forward
@@ -167,6 +168,54 @@ def target_gradients(
             (grad,) = torch.autograd.grad(y.sum(), leaf)
         grads[part], logits[part] = grad, y.detach()
     return grads, logits
+
+
+def shared_forward_gradients(
+    forward: Forward, x: Tensor, heads: Tensor, classes: Tensor, chunk_size: int
+) -> tuple[Tensor, Tensor]:
+    """Gradients of all T targets of every row from one forward per row and one backward per target.
+
+    Args:
+        x: ``(N, C, h, w)`` inputs; heads ``(T,)`` and classes ``(N, T)``: the T logits of each row.
+        chunk_size: most rows per backward pass (a forward carries ``chunk_size // T`` rows, at least 1).
+
+    Returns:
+        grads ``(N, T, C, h, w)`` and the logits ``(N, T)``, both detached. Equal to running every
+        (row, target) pair on its own: rows are independent in eval mode and each backward starts from
+        one target column.
+    """
+    t = heads.numel()
+    grads, logits = x.new_empty((x.shape[0], t, *x.shape[1:])), x.new_empty((x.shape[0], t))
+    for part in chunks(x.shape[0], max(1, chunk_size // t)):
+        leaf = x[part].detach().requires_grad_(True)
+        with torch.enable_grad():
+            y = pick_targets(forward(leaf)[:, None], heads, classes[part])[:, 0]  # (n, T)
+            for column in range(t):
+                (grads[part, column],) = torch.autograd.grad(y[:, column].sum(), leaf, retain_graph=column < t - 1)
+        logits[part] = y.detach()
+    return grads, logits
+
+
+def example_gradients(task: Task, x: Tensor, example: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients of all T targets of ``task`` at inputs ``x (N, C, h, w)``; row i belongs to example ``example[i]``.
+
+    Two routes with the same result: when the task has a ``row_forward`` (heads that see disjoint blocks,
+    DiFull), every (row, target) pair runs only its own head's block, one forward and backward each;
+    otherwise (GridPG, DiPart: the heads share the backbone) each row runs one forward and one backward
+    per target (:func:`shared_forward_gradients`), which saves T − 1 forwards per row.
+
+    Returns:
+        grads ``(N, T, C, h, w)`` and the target logits ``(N, T)``, detached.
+    """
+    t, classes = task.num_targets, task.classes.to(x.device)[example]  # (N, T)
+    heads = task.heads.to(x.device)
+    if task.row_forward is None or t == 1:
+        return shared_forward_gradients(task.forward, x, heads, classes, task.chunk_size)
+    grads, logits = target_gradients(
+        task.forward, x.repeat_interleave(t, dim=0), heads.repeat(x.shape[0]), classes.reshape(-1),
+        task.chunk_size, task.row_forward,
+    )
+    return grads.view(x.shape[0], t, *x.shape[1:]), logits.view(x.shape[0], t)
 
 
 def perturbed_targets(

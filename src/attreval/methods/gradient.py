@@ -14,17 +14,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from attreval.methods.base import Method, Task, chunks, register, target_gradients
+from attreval.methods.base import Method, Task, chunks, example_gradients, register
 
 logger = logging.getLogger(__name__)
 
 
 def input_gradients(task: Task) -> tuple[Tensor, Tensor]:
     """Gradient of every target logit w.r.t. the inputs: ``(B, T, C, h, w)`` and the logits ``(B, T)``."""
-    x, heads, classes = task.rows()
-    grads, logits = target_gradients(task.forward, x, heads, classes, task.chunk_size, task.row_forward)
-    b, t = task.batch, task.num_targets
-    return grads.view(b, t, *grads.shape[1:]), logits.view(b, t)
+    return example_gradients(task, task.inputs, torch.arange(task.batch, device=task.inputs.device))
 
 
 @dataclass(frozen=True)
@@ -161,21 +158,21 @@ def integration_points(n_steps: int, rule: str = "gauss_legendre") -> tuple[Tens
 def path_gradients(task: Task, alphas: Tensor, weights: Tensor, baseline: float) -> Tensor:
     """``Σ_s weights_s · ∂y_c/∂A (baseline + α_s (A − baseline))`` for every target: ``(B, T, C, h, w)``.
 
-    All rows (example, target, step), B·T·S of them, go through :func:`target_gradients` in chunks of
-    ``task.chunk_size``; each chunk's scaled inputs are built on the fly, so memory stays O(B·T + chunk).
+    The B·S path points (example, step) go through :func:`example_gradients` (all T targets of a point
+    from one forward where the heads share the network) in chunks of ``task.chunk_size // T`` points;
+    each chunk's scaled inputs are built on the fly, so memory stays O(B·T + chunk).
     """
     x, b, t, s = task.inputs, task.batch, task.num_targets, alphas.numel()
     device = x.device
     alphas, weights = alphas.to(device=device, dtype=x.dtype), weights.to(device=device, dtype=x.dtype)
-    heads, classes = task.heads.to(device), task.classes.to(device).reshape(-1)
     delta = x - baseline
-    total = torch.zeros((b * t, *x.shape[1:]), dtype=x.dtype, device=device)
-    for part in chunks(b * t * s, task.chunk_size):
-        rows = torch.arange(part.start, part.stop, device=device)
-        pair, step = rows // s, rows % s
-        scaled = baseline + alphas[step].view(-1, 1, 1, 1) * delta[pair // t]
-        grads, _ = target_gradients(task.forward, scaled, heads[pair % t], classes[pair], task.chunk_size, task.row_forward)
-        total.index_add_(0, pair, grads * weights[step].view(-1, 1, 1, 1))
+    total = torch.zeros((b, t * x[0].numel()), dtype=x.dtype, device=device)
+    for part in chunks(b * s, max(1, task.chunk_size // t)):
+        points = torch.arange(part.start, part.stop, device=device)
+        example, step = points // s, points % s
+        scaled = baseline + alphas[step].view(-1, 1, 1, 1) * delta[example]
+        grads, _ = example_gradients(task, scaled, example)  # (n, T, C, h, w)
+        total.index_add_(0, example, grads.flatten(1) * weights[step].view(-1, 1))
     return total.view(b, t, *x.shape[1:])
 
 
@@ -189,7 +186,7 @@ class IntegratedGradients(Method):
     to the quadrature error (none for polynomial integrands of degree < 2·n_steps).
 
     Attributes:
-        n_steps: quadrature nodes S; rows per image = T·S, all batched in chunks of ``task.chunk_size``.
+        n_steps: quadrature nodes S; S forwards and T·S backwards per image (T·S of each on DiFull).
         rule: one of :data:`RULES`. A node at α = 0 (``riemann_trapezoid``) takes a gradient at the baseline
             itself, where the ReLUs of a bias-free net sit at their kink (gradient 0).
         baseline: constant baseline value.
