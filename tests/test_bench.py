@@ -19,6 +19,8 @@ def test_bench_counts_passes_and_matches_the_reference_pattern(tmp_path):
         expected = {"grad": (f, t), "int_grad": (3 * f, 3 * t), "rise": (8, 0)}.get(method)
         if method == "occlusion" and layer == "input":
             expected = (4 * 4 + 1, 0)  # 64-px grid, 16-px windows with stride 16: 4 × 4 windows + the clean pass
+            if setting == "difull":  # each corner head: the 2 × 2 windows of its cell + its clean pass
+                expected = (2 * (2 * 2 + 1), 0)
         if expected:
             assert (r["forward_passes"], r["backward_passes"]) == expected, (setting, layer, method)
         assert r["max_score_diff"] <= 1e-4 and r["limit_ratio"] > 0

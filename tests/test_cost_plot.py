@@ -16,6 +16,14 @@ from attreval.store import RunStore
 from tiny_models import tiny_run_config
 
 
+def difull_windows(side: int, kernel: int, stride: int) -> int:
+    """Occlusion windows that meet the top-left or the bottom-right cell of a 2×2 map of ``side`` pixels:
+    DiFull runs only those, each through its own head's block."""
+    half = side // 2
+    meets = lambda lo, hi: sum(1 for a, b in patch_intervals(side, kernel, stride) if a < hi and b > lo)
+    return meets(0, half) ** 2 + meets(half, side) ** 2
+
+
 def synthetic_costs() -> pd.DataFrame:
     rows = []
     for s_i, setting in enumerate(["gridpg", "difull"]):
@@ -109,9 +117,12 @@ def test_recorded_passes_match_each_methods_theory(tmp_path):
                 "smoothgrad": (2 * shared, 2 * targets, 0),           # num_samples × the base's rows
                 "rise": (7, 0, 0),                                    # one row per mask, every target from it
                 "occlusion": (windows + 1, 0, 0),                     # every window + the unperturbed input
+                "occlusion_difull": (difull_windows(side, kernel, stride) + targets, 0, 0),  # per head: its windows + clean
                 "ablation_cam": (channels + 1, 0, 0),                 # one row per ablated channel + the original
                 "score_cam": (channels, 0, channels),                 # one masked image per channel, from the image
             }
+            theory["occlusion"] = theory.pop("occlusion_difull") if setting == "difull" else theory["occlusion"]
+            theory.pop("occlusion_difull", None)
             for method, expected in theory.items():
                 row = costs.loc[(setting, layer, method)]
                 got = (row["forward_passes"], row["backward_passes"], row["image_passes"])

@@ -144,6 +144,34 @@ def test_difull_occlusion_is_zero_where_no_patch_meets_the_heads_cell(kernel, st
             assert torch.equal(support, inside)
 
 
+@pytest.mark.parametrize("layer,kernel,stride", [("input", 16, 8), ("input", 5, 3), ("middle", 5, 2), ("final", 3, 1)])
+@pytest.mark.parametrize("heads", [(0, 3), (1, 2, 3)])
+def test_difull_occlusion_per_head_windows_equal_every_window_through_every_head(layer, kernel, stride, heads):
+    """DiFull skips windows outside a head's block and runs the others through that head's block alone;
+    the maps equal running every window through every head, with fewer rows."""
+    import dataclasses
+
+    from attreval.analysis.cost import PassCounter
+    from attreval.api import build_task
+    from attreval.settings import make_setting
+
+    setting = make_setting("difull", tiny_model("resnet"), 2)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    classes = torch.tensor([[1, 2, 3], [4, 5, 6]])[:, : len(heads)]
+    task = build_task(setting, images, classes, layer, heads, chunk_size=7)
+    method = Occlusion(kernel_size=kernel, stride=stride)
+    fast, every = PassCounter(), PassCounter()
+    skipped = method(fast.instrument(task))
+    full = method(every.instrument(dataclasses.replace(task, head_regions=None)))
+    torch.testing.assert_close(skipped, full, rtol=1e-5, atol=1e-6)
+    assert fast.forward_rows < every.forward_rows * len(heads)  # block passes: one per row vs len(heads) per row
+
+
+def test_occlusion_rejects_a_class_outside_the_model_on_difull():
+    with pytest.raises(ValueError, match="expected target classes in"):
+        attreval.attribute(tiny_model("vgg"), torch.randn(1, 3, 32, 32), torch.tensor([[1, 99]]), "occlusion", setting="difull")
+
+
 # --------------------------------------------------------------------------------------------------
 # RISE
 

@@ -52,6 +52,7 @@ def build_task(
     unique = tuple(dict.fromkeys(heads))
     forward = setting.tail(layer, unique)
     inputs = setting.activations(images, layer) if activations is None else activations
+    regions = setting.head_regions(tuple(inputs.shape[-2:]), unique)
     return Task(
         forward=forward,
         inputs=inputs.detach(),
@@ -62,6 +63,7 @@ def build_task(
         image_forward=setting.tail("input", unique),
         chunk_size=chunk_size,
         row_forward=setting.row_tail(layer, unique),
+        head_regions=None if regions is None else regions.to(images.device),
     )
 
 

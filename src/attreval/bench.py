@@ -3,16 +3,17 @@
 For each unit the bench measures the wall time per grid image and counts the forward and backward
 passes per grid image (:class:`~attreval.analysis.cost.PassCounter`). The **limit** is the time the same
 number of plain passes of the same network take, each at its best batch size, timed in the same run:
-``limit = forward rows · t_fwd + backward rows · (t_fwd_bwd − t_fwd) (+ whole-network rows · t_fwd(input))``
-(a backward costs what a forward+backward costs beyond its forward; gradient methods on GridPG/DiPart run
-one forward and one backward per target); the **limit ratio** is measured ÷ limit (1.0 = no overhead
-beyond the passes themselves).
+``limit = Σ_kind rows_kind · t_fwd(kind) + backward rows · (t_fwd_bwd − t_fwd)``, the kinds being the
+network from the layer with all explained heads, with one head only (DiFull's ``row_forward``: one block)
+and from the image (Score-CAM) (:func:`pass_limit`; a backward costs what a forward+backward costs
+beyond its forward: gradient methods on GridPG/DiPart run one forward and one backward per target); the
+**limit ratio** is measured ÷ limit (1.0 = no overhead beyond the passes themselves).
 
-The **reference pattern** is the authors' pass pattern (PAPER.md Appendix A): one image at a time, one
-target (GridPG) or head (DiFull/DiPart) at a time, one input per forward (per-target backward,
-per-channel CAM forwards, batch-1 Occlusion/RISE, IntGrad ``internal_batch_size=1``, the backbone once
-per head). It runs through the same method code with ``chunk_size=1``, so both produce the same maps;
-the scores are checked equal (|Δ| ≤ 1e-4) and the speed-up is reported.
+The **reference pattern** is the authors' pass pattern (PAPER.md Appendix A, :func:`reference_pattern`):
+batches of 8 grids (Occlusion and RISE: one grid), one target (GridPG) or head (DiFull/DiPart) at a time,
+per-target backward, per-channel CAM forwards, IntGrad ``internal_batch_size=1`` (one step of the batch per
+forward), the backbone once per head. It runs through the same method code, so both produce the same
+maps; the scores are checked equal (|Δ| ≤ 1e-4) and the speed-up is reported.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from torch import Tensor, nn
 from attreval.analysis.cost import PassCounter
 from attreval.api import build_task, target_heads
 from attreval.methods import METHODS, resolve_method
-from attreval.methods.base import Task, pick
+from attreval.methods.base import Task
 from attreval.metric import localization_score
 from attreval.settings import make_setting
 
@@ -55,30 +56,53 @@ def timed(fn: Callable[[], Any], device: torch.device, repeat: int = 1) -> tuple
     return best, out
 
 
-def per_row_times(task: Task, forward: Callable[[Tensor], Tensor], inputs: Tensor, max_batch: int) -> tuple[float, float]:
-    """Seconds per row of a plain forward and of forward+backward, each at its best batch size."""
+def per_row_times(explained: Callable[[Tensor], Tensor], inputs: Tensor, max_batch: int) -> tuple[float, float]:
+    """Seconds per row of a plain forward and of forward+backward, each at its best batch size.
+
+    ``explained(x (N, …)) → (N,)``: the logits a method explains (one head and class per row).
+    """
     device = inputs.device
-    head, cls = task.heads[:1], task.classes[:1, 0]
     best_f = best_fb = float("inf")
     for batch in [b for b in BATCHES if b <= max_batch]:
         x = inputs[:1].expand(batch, *inputs.shape[1:]).contiguous()
 
         def fwd() -> Tensor:
             with torch.no_grad():
-                return forward(x)
+                return explained(x)
 
-        def fwd_bwd() -> Tensor:  # as the gradient methods run it: each row computes only its own head
+        def fwd_bwd() -> Tensor:
             leaf = x.detach().requires_grad_(True)
-            if task.row_forward is not None and forward is task.forward:
-                y = task.row_forward(leaf, head.expand(batch)).gather(1, cls.expand(batch)[:, None])
-            else:
-                y = pick(forward(leaf), head.expand(batch), cls.expand(batch))
-            return torch.autograd.grad(y.sum(), leaf)[0]
+            return torch.autograd.grad(explained(leaf).sum(), leaf)[0]
 
         fwd(), fwd_bwd()  # warm-up
         best_f = min(best_f, timed(fwd, device, 2)[0] / batch)
         best_fb = min(best_fb, timed(fwd_bwd, device, 2)[0] / batch)
     return best_f, best_fb
+
+
+def pass_rates(task: Task, max_batch: int, image: bool) -> dict[str, tuple[float, float]]:
+    """Per-row (forward, forward+backward) seconds of the task's networks: all heads from the layer
+    (``forward``), one head from the layer (``head``, where the task has a ``row_forward``) and, if
+    ``image``, all heads from the image (``image``, Score-CAM's passes)."""
+    head, cls = task.heads[:1], task.classes[:1, 0]
+    one = lambda out: out[:, 0].gather(1, cls.expand(out.shape[0])[:, None])[:, 0]
+    rates = {"forward": per_row_times(lambda x: one(task.forward(x)[:, head]), task.inputs, max_batch)}
+    if image:
+        rates["image"] = per_row_times(lambda x: one(task.image_forward(x)[:, head]), task.image, max_batch)
+    if task.row_forward is not None:
+        rows = lambda x: task.row_forward(x, head.expand(x.shape[0]))[:, None]
+        rates["head"] = per_row_times(lambda x: one(rows(x)), task.inputs, max_batch)
+    return rates
+
+
+def pass_limit(counter: PassCounter, rates: dict[str, tuple[float, float]]) -> float:
+    """Seconds the counted passes take as plain passes at their best batch sizes; a backward alone costs
+    a forward+backward minus its forward (of one head's network where the task has one)."""
+    (t_f, t_fb), (t_img, _) = rates["forward"], rates.get("image", (0.0, 0.0))
+    t_hf, t_hfb = rates.get("head", rates["forward"])
+    plain = counter.forward_rows - counter.image_rows - counter.head_rows
+    backward = max(t_hfb - t_hf, 0.0) if "head" in rates else max(t_fb - t_f, 0.0)
+    return plain * t_f + counter.head_rows * t_hf + counter.image_rows * t_img + counter.backward_rows * backward
 
 
 def scores_of(maps: Tensor, n: int, heads: tuple[int, ...], size: tuple[int, int]) -> Tensor:
@@ -90,7 +114,7 @@ def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, image
                n: int, chunk_size: int, options: dict, reference: bool, rates: dict | None = None) -> dict[str, Any]:
     """Measure one (setting, layer, method) on ``images (G, C, nH, nW)`` with cell labels ``(G, n²)``.
 
-    ``rates`` caches the plain per-row pass times per (setting, layer) across methods."""
+    ``rates`` caches the plain per-row pass times (:func:`pass_rates`) per (setting, layer) across methods."""
     rates = {} if rates is None else rates
     device, grids = images.device, images.shape[0]
     setting = make_setting(setting_name, model, n)
@@ -105,37 +129,52 @@ def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, image
         torch.cuda.reset_peak_memory_stats(device)
     seconds, maps = timed(lambda: method(counter.instrument(task)), device)
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
-    if (setting_name, layer) not in rates:
-        rates[setting_name, layer] = per_row_times(task, task.forward, task.inputs, chunk_size)
-    if counter.image_rows and (setting_name, "input") not in rates:
-        rates[setting_name, "input"] = per_row_times(task, task.image_forward, task.image, chunk_size)
-    t_f, t_fb = rates[setting_name, layer]
-    image_f = rates[setting_name, "input"][0] if counter.image_rows else 0.0
-    t_b = max(t_fb - t_f, 0.0)  # a backward alone
-    limit = (counter.forward_rows - counter.image_rows) * t_f + counter.backward_rows * t_b + counter.image_rows * image_f
+    key = (setting_name, layer, counter.image_rows > 0)
+    if key not in rates:
+        rates[key] = pass_rates(task, chunk_size, image=counter.image_rows > 0)
+    limit = pass_limit(counter, rates[key])
     row = {
         "setting": setting_name, "layer": layer, "method": name, "seconds_per_grid": seconds / grids,
         **counter.per_grid(grids), "limit_seconds_per_grid": limit / grids, "limit_ratio": seconds / limit if limit else None,
         "peak_memory_mb": peak,
     }
     if reference:
-        ref_seconds, ref_maps = timed(lambda: reference_maps(method, setting, images, classes, layer, task_heads), device)
+        ref_seconds, ref_maps = timed(lambda: reference_maps(method, name, setting, images, classes, layer, task_heads), device)
         size = tuple(images.shape[-2:])
         diff = (scores_of(ref_maps, n, heads, size) - scores_of(maps, n, heads, size)).abs().max().item()
         row.update(reference_seconds_per_grid=ref_seconds / grids, speedup=ref_seconds / seconds, max_score_diff=diff)
     return row
 
 
-def reference_maps(method, setting, images: Tensor, classes: Tensor, layer: str, heads: tuple[int, ...]) -> Tensor:
-    """The authors' pass pattern: image by image, target by target (head by head), one input per forward."""
-    per_image = []
-    for g in range(images.shape[0]):
-        columns = []
-        for t, head in enumerate(heads):
-            task = build_task(setting, images[g:g + 1], classes[g:g + 1, t:t + 1], layer, (head,), chunk_size=1)
-            columns.append(method(task))
-        per_image.append(torch.cat(columns, dim=1))
-    return torch.cat(per_image)
+REFERENCE_BATCH = 8  # the paper script's batch size (PAPER.md Appendix A)
+PER_IMAGE = ("occlusion", "rise")  # max_imgs_bs = 1 in the paper's code
+
+
+def reference_pattern(name: str, method) -> tuple[int, int]:
+    """(grids per call, inputs per forward) of the authors' pattern for a method (PAPER.md Appendix A, §4).
+
+    Batches of 8 grids, 8 inputs per forward (one CAM channel or one IntGrad step of the 8 grids: Captum's
+    ``perturbations_per_eval = 1``, ``internal_batch_size = 1``); Occlusion and RISE one grid at a time, with
+    8 windows (the code's batch of 8 perturbed inputs) or masks (not recovered; 8 as for Occlusion) per
+    forward; SmoothGrad all noisy copies of the 8 grids at once (Captum's NoiseTunnel default).
+    """
+    grids = 1 if name in PER_IMAGE else REFERENCE_BATCH
+    return grids, REFERENCE_BATCH * getattr(method, "num_samples", 1)
+
+
+def reference_maps(method, name: str, setting, images: Tensor, classes: Tensor, layer: str, heads: tuple[int, ...]) -> Tensor:
+    """The authors' pass pattern: one target column (GridPG) or head (DiFull/DiPart) per call, per-target
+    backward, and the batch sizes of :func:`reference_pattern`. Same method code, so the same maps."""
+    grids, per_forward = reference_pattern(name, method)
+    batches = []
+    for start in range(0, images.shape[0], grids):
+        part = slice(start, start + grids)
+        columns = [
+            method(build_task(setting, images[part], classes[part, t:t + 1], layer, (head,), chunk_size=per_forward))
+            for t, head in enumerate(heads)
+        ]
+        batches.append(torch.cat(columns, dim=1))
+    return torch.cat(batches)
 
 
 def random_grids(model: nn.Module, n: int, cell: int, grids: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -179,7 +218,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int, default=1000, help="classes of a torchvision model")
     p.add_argument("--cell", type=int, default=32, help="cell side in pixels")
     p.add_argument("-n", type=int, default=2, help="grid size")
-    p.add_argument("--grids", type=int, default=2, help="grids per measurement")
+    p.add_argument("--grids", type=int, default=8, help="grids per measurement (one batch of the run and of the reference pattern)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--settings", default="gridpg,difull,dipart")
     p.add_argument("--layers", default="input,middle,final")

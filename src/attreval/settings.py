@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from attreval.grid import fold_cells, row_blocks, select_cells, unfold_cells
+from attreval.grid import GridSpec, fold_cells, row_blocks, select_cells, unfold_cells
 from attreval.models.staged import StagedModel, split_model
 from attreval.registry import Registry
 
@@ -65,6 +65,14 @@ class Setting(ABC):
         disjoint blocks (DiFull), so a row that explains head h runs the network on block h alone.
         ``None`` here (GridPG has one head; DiPart's heads share the whole backbone, so gradient methods
         run one forward for all heads and one backward per head instead).
+        """
+        return None
+
+    def head_regions(self, size: tuple[int, int], heads: Sequence[int]) -> Tensor | None:
+        """``(len(heads), h, w)`` bool: the positions of a layer's ``h × w`` (grid-shaped) map that each head
+        can depend on, or ``None`` when every head may depend on every position (GridPG, DiPart).
+
+        Perturbation methods skip perturbations outside a head's region: their effect on it is exactly 0.
         """
         return None
 
@@ -142,6 +150,10 @@ class DiFull(Setting):
             return staged.cell_head(staged.run(row_blocks(a, n, cells), start))
 
         return forward
+
+    def head_regions(self, size: tuple[int, int], heads: Sequence[int]) -> Tensor:
+        """Head i depends on block i of the stitched map only (its cell ran through the backbone alone)."""
+        return GridSpec(self.n, 1, 1).cell_masks(*size)[list(self.check_heads(heads))]
 
 
 @SETTINGS.register("dipart")

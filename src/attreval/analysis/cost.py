@@ -8,7 +8,7 @@ target). Divided by the number of grids this gives forward and backward passes p
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -26,13 +26,14 @@ class PassCounter:
     backward_rows: int = 0
     calls: int = 0
     image_rows: int = 0  # rows of the whole network from the image (Score-CAM), also in forward_rows
-    _wrapped: dict = field(default_factory=dict, repr=False)
+    head_rows: int = 0  # rows through one head's network only (task.row_forward; DiFull: one block), also in forward_rows
 
-    def wrap(self, forward: Callable[[Tensor], Tensor], whole_network: bool = False) -> Callable[[Tensor], Tensor]:
+    def wrap(self, forward: Callable[[Tensor], Tensor], whole_network: bool = False, one_head: bool = False) -> Callable[[Tensor], Tensor]:
         def counted(x: Tensor) -> Tensor:
             self.calls += 1
             self.forward_rows += x.shape[0]
             self.image_rows += x.shape[0] if whole_network else 0
+            self.head_rows += x.shape[0] if one_head else 0
             if torch.is_grad_enabled() and x.requires_grad:
                 x.register_hook(lambda grad: self._count_backward(grad.shape[0]))
             return forward(x)
@@ -50,7 +51,7 @@ class PassCounter:
             rows = task.row_forward
 
             def row_forward(x: Tensor, index: Tensor) -> Tensor:
-                return self.wrap(lambda inputs: rows(inputs, index))(x)
+                return self.wrap(lambda inputs: rows(inputs, index), one_head=True)(x)
 
         return dataclasses.replace(task, forward=self.wrap(task.forward), image_forward=image_forward, row_forward=row_forward)
 
@@ -59,4 +60,5 @@ class PassCounter:
             "forward_passes": self.forward_rows / grids,
             "backward_passes": self.backward_rows / grids,
             "image_passes": self.image_rows / grids,
+            "head_passes": self.head_rows / grids,
         }

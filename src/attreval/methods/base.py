@@ -46,6 +46,7 @@ class Task:
     image_forward: Forward | None = None
     chunk_size: int = 16
     row_forward: Callable[[Tensor, Tensor], Tensor] | None = None
+    head_regions: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.inputs.dim() != 4:
@@ -56,6 +57,10 @@ class Task:
             )
         if self.heads.shape != (self.classes.shape[1],):
             raise ValueError(f"expected heads of shape (T={self.classes.shape[1]},), got {tuple(self.heads.shape)}")
+        if self.head_regions is not None and self.head_regions.shape[1:] != self.inputs.shape[-2:]:
+            raise ValueError(
+                f"expected head_regions of shape (H, {self.inputs.shape[-2]}, {self.inputs.shape[-1]}), got {tuple(self.head_regions.shape)}"
+            )
         if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
             raise ValueError(f"expected a positive integer chunk_size, got {self.chunk_size!r}")
 
