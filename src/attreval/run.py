@@ -7,14 +7,14 @@ scores → one part of the results table + the maps, written atomically.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 import os
 import platform
 import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -121,36 +121,63 @@ def plan_units(config: RunConfig) -> list[Unit]:
 
 
 def evaluate_unit(
-    unit: Unit, model: nn.Module, grids: GridDataset, config: RunConfig, device: torch.device, counter: PassCounter | None = None
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """Maps and result rows of one unit; ``counter`` (optional) counts its forward/backward passes."""
+    unit: Unit, model: nn.Module, grids: GridDataset, config: RunConfig, device: torch.device,
+    counter: PassCounter | None = None, sink: Callable[[int, np.ndarray], None] | None = None,
+) -> pd.DataFrame:
+    """Result rows of one unit, computed ``batch_size`` grids at a time so memory stays flat in the number of grids.
+
+    Every batch's maps ``(B, T, h, w)`` float32 are checked finite, scored for every smoothing variant, handed
+    to ``sink(start, maps)`` (e.g. :meth:`MapWriter.write`; None = not stored) and dropped: only the ``(B, T)``
+    inside/total masses of each variant are kept. ``counter`` (optional) counts forward/backward passes.
+    """
     n, e = config.grids.n, config.evaluation
     setting = make_setting(unit.setting, model, n)
     heads = tuple(range(n * n)) if unit.setting == "gridpg" or e.heads == "all" else setting.default_heads()
-    task_heads = (0,) * len(heads) if unit.setting == "gridpg" else heads
     name, options = config.method_options(unit.method)  # a variant: its registered method and options
     method = resolve_method(name, **options)
-    size = tuple(grids.images.shape[-2:])
-    maps, parts = [], []
+    size, cells = tuple(grids.images.shape[-2:]), torch.tensor(heads)
+    parts, variants = [], []  # per batch: per variant, inside and total (B, T)
     for start in range(0, len(grids), e.batch_size):
-        images = grids.images[start:start + e.batch_size].to(device)
-        classes = grids.labels[start:start + e.batch_size][:, list(heads)]
-        task = build_task(setting, images, classes, unit.layer, task_heads, e.chunk_size)
-        task = counter.instrument(task) if counter is not None else task
-        batch_maps = method(task).float()
-        if not torch.isfinite(batch_maps).all():
-            raise ValueError(f"expected finite attribution maps, got NaN/inf from {unit.method} on {unit.model} (check the model's outputs)")
-        maps.append(batch_maps.cpu())
-    maps = torch.cat(maps)
-    cells = torch.tensor(heads).expand(len(grids), -1)
+        maps = _batch_maps(unit, method, setting, grids, slice(start, start + e.batch_size), heads, config, device, counter)
+        variants = _variants(unit, maps.shape[-1], config)
+        parts.append([
+            localization_parts(maps if kernel == 0 else smooth_maps(maps, kernel), n, cells.expand(len(maps), -1), size)
+            for kernel, _ in variants
+        ])
+        if sink is not None:
+            sink(start, maps.numpy())
+        del maps  # before the next batch's maps are computed
+    frames = [_rows(unit, setting, grids, heads, kernel, ref, inside, total)
+              for (kernel, ref), (inside, total) in zip(variants, _join(parts))]
+    return pd.concat(frames, ignore_index=True)
+
+
+def _join(parts: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per batch, per variant ``(inside, total)`` each ``(B, T)`` → per variant ``(inside, total)`` each ``(G, T)``."""
+    return [(torch.cat([b[i][0] for b in parts]), torch.cat([b[i][1] for b in parts])) for i in range(len(parts[0]))]
+
+
+def _batch_maps(unit: Unit, method, setting, grids: GridDataset, batch: slice, heads, config: RunConfig,
+                device: torch.device, counter: PassCounter | None) -> torch.Tensor:
+    """The maps ``(B, T, h, w)`` float32 on the CPU of the grids ``batch``; a clear error if any is NaN/inf."""
+    task_heads = (0,) * len(heads) if unit.setting == "gridpg" else heads
+    images = grids.images[batch].to(device)
+    classes = grids.labels[batch][:, list(heads)]
+    task = build_task(setting, images, classes, unit.layer, task_heads, config.evaluation.chunk_size)
+    task = counter.instrument(task) if counter is not None else task
+    maps = method(task).float()
+    if not torch.isfinite(maps).all():
+        raise ValueError(f"expected finite attribution maps, got NaN/inf from {unit.method} on {unit.model} (check the model's outputs)")
+    return maps.cpu().contiguous()
+
+
+def _variants(unit: Unit, side: int, config: RunConfig) -> list[tuple[int, int]]:
+    """``(kernel, reference kernel)`` of every scored variant of maps ``side`` pixels wide; ``(0, 0)`` = unsmoothed."""
+    e = config.evaluation
     variants = [(0, 0)]
     if unit.method in e.smooth_methods:  # S-IntGrad, S-IxG (PAPER.md §6.1): smooth at the native resolution
-        variants += [(scaled_kernel_size(k, maps.shape[-1], e.reference_side), k) for k in e.kernel_sizes]
-    for kernel, ref in variants:
-        smoothed = maps if kernel == 0 else smooth_maps(maps, kernel)
-        inside, total = localization_parts(smoothed, n, cells, size)
-        parts.append(_rows(unit, setting, grids, heads, kernel, ref, inside, total))
-    return pd.concat(parts, ignore_index=True), maps.numpy()
+        variants += [(scaled_kernel_size(k, side, e.reference_side), k) for k in e.kernel_sizes]
+    return variants
 
 
 def _rows(unit: Unit, setting, grids: GridDataset, heads, kernel, ref, inside, total) -> pd.DataFrame:
@@ -242,12 +269,7 @@ def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], d
     log.info("rank %d/%d: %d units, %d to compute here", group.rank, group.world, len(units), len(todo))
     for unit in tqdm(todo, desc=f"attreval run [{group.rank}]" if group.world > 1 else "attreval run", unit="unit", disable=not progress):
         kind = "gridpg" if unit.setting == "gridpg" else "disconnected"
-        counter, t0 = PassCounter(), time.perf_counter()
-        rows, maps = evaluate_unit(unit, models[unit.model], grids[unit.model, kind], config, dev, counter)
-        seconds, count = time.perf_counter() - t0, len(grids[unit.model, kind])
-        cost = {"seconds": seconds, "grids": count, "rank": group.rank, **counter.per_grid(count)}
-        store.write_json(f"timings/{unit.key}.json", cost)
-        store.write_unit(unit, rows, maps if config.evaluation.store_maps else None)
+        _execute_unit(store, unit, models[unit.model], grids[unit.model, kind], config, dev, group)
     group.barrier()
     if group.is_main:
         store.merge(units)
@@ -256,3 +278,17 @@ def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], d
         meta.update(seconds=time.time() - started, resumed=resume, units=len(units), processes=group.world)
         store.write_json("meta.json", meta)
     group.barrier()
+
+
+def _execute_unit(store: RunStore, unit: Unit, model: nn.Module, grids: GridDataset, config: RunConfig,
+                  dev: torch.device, group: Group) -> None:
+    """Evaluate ``unit``, streaming its maps ``(G, T, h, w)`` to the store batch by batch (if ``store_maps``),
+    then write its timing record and finish it: maps renamed into place first, part file last. A failure
+    discards the half-written maps."""
+    counter, t0 = PassCounter(), time.perf_counter()
+    with store.map_writer(unit, len(grids)) if config.evaluation.store_maps else nullcontext() as writer:
+        rows = evaluate_unit(unit, model, grids, config, dev, counter, writer.write if writer is not None else None)
+        seconds = time.perf_counter() - t0 - (writer.seconds if writer is not None else 0.0)  # the method's cost, not the disk's
+        cost = {"seconds": seconds, "grids": len(grids), "rank": group.rank, **counter.per_grid(len(grids))}
+        store.write_json(f"timings/{unit.key}.json", cost)
+        store.write_unit(unit, rows, writer)

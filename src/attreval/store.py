@@ -7,7 +7,8 @@ Layout::
       meta.json              versions, seed, device, git revision, timings
       grids/MODEL__KIND.pt   the grid datasets used (KIND = gridpg | disconnected)
       parts/UNIT.parquet     rows of one finished unit (model, setting, layer, method)
-      maps/UNIT.npy          float16 maps (G, T, h, w) of that unit, memory-mappable
+      maps/UNIT.npy          float16 maps (G, T, h, w) of that unit, memory-mappable (streamed batch by
+                             batch into a temporary file by :class:`MapWriter`, renamed when complete)
       results.parquet        every part, merged in unit order
 
 A unit is finished exactly when its part file exists; every file is written to a temporary name and
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,10 +46,15 @@ class Unit:
         return "__".join((self.model, self.setting, self.layer, self.method))
 
 
+def temporary_path(path: Path, tag: str = "") -> Path:
+    """``.NAME.PID[TAG].tmp`` beside ``path``: same directory (atomic rename), removed by :meth:`RunStore.remove_temporary`."""
+    return path.with_name(f".{path.name}.{os.getpid()}{tag}.tmp")
+
+
 def atomic_write(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path`` (same directory, so the rename is atomic)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_path(path)
     try:
         write(tmp)
         os.replace(tmp, path)
@@ -84,9 +91,18 @@ class RunStore:
     def is_done(self, unit: Unit) -> bool:
         return self.part_path(unit).exists()
 
-    def write_unit(self, unit: Unit, rows: pd.DataFrame, maps: np.ndarray | None) -> None:
-        """Maps first, rows last: the part file marks the unit finished."""
-        if maps is not None:
+    def map_writer(self, unit: Unit, grids: int) -> MapWriter:
+        """A :class:`MapWriter` that streams the ``(grids, T, h, w)`` maps of ``unit``; pass it to :meth:`write_unit`."""
+        return MapWriter(self.map_path(unit), grids)
+
+    def write_unit(self, unit: Unit, rows: pd.DataFrame, maps: np.ndarray | MapWriter | None) -> None:
+        """Maps first, rows last: the part file marks the unit finished.
+
+        ``maps``: the whole ``(G, T, h, w)`` array, a :class:`MapWriter` holding all ``G`` grids (committed
+        here), or None (no maps stored)."""
+        if isinstance(maps, MapWriter):
+            maps.commit()
+        elif maps is not None:
             atomic_write(self.map_path(unit), lambda p: _save_npy(p, maps))
         atomic_write(self.part_path(unit), lambda p: rows[COLUMNS].to_parquet(p, index=False))
 
@@ -132,8 +148,94 @@ class RunStore:
             yield Unit(*path.stem.split("__"))
 
 
+class MapWriter:
+    """Streams the maps ``(G, T, h, w)`` of one unit to ``path`` batch by batch, so no more than one batch is
+    ever in memory: batches go into :func:`temporary_path` (an ``.npy`` made by ``open_memmap``, mapped only
+    while a batch is written) and :meth:`commit` renames it onto ``path`` once all ``G`` grids are written.
+
+    dtype as :func:`_save_npy`: float16 while every value fits (|x| < 65,504); the first batch that does not
+    switches the file to float32 (the rows written so far are copied, float16 → float32 is exact, so those
+    grids keep their float16 rounding where :func:`_save_npy` of the whole array keeps float32 values). As a
+    context manager it discards the temporary file when the block ends without :meth:`commit` (an
+    exception); a killed process leaves only the ``.tmp`` file. ``seconds`` is the time spent writing.
+    """
+
+    def __init__(self, path: Path, grids: int):
+        self.path, self.grids, self.tmp = Path(path), grids, temporary_path(Path(path))
+        self.written, self.seconds, self.committed = 0, 0.0, False
+        self.dtype: type | None = None  # of the file, once the first batch has created it
+
+    def __enter__(self) -> MapWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.discard()
+
+    def write(self, start: int, batch: np.ndarray) -> None:
+        """Write ``batch`` ``(B, T, h, w)`` as grids ``start … start + B - 1``; batches come in order."""
+        t0 = time.perf_counter()
+        if batch.ndim != 4 or start != self.written or start + len(batch) > self.grids:
+            raise ValueError(f"expected maps (B, T, h, w) of grids {self.written}… of {self.grids}, got {batch.shape} from grid {start}")
+        if self.dtype is None:
+            self._create(batch)
+        elif self.dtype == np.float16 and not _fits_float16(batch):
+            self._widen(step=max(len(batch), 1))
+        _write_rows(self.tmp, start, batch)
+        self.written += len(batch)
+        self.seconds += time.perf_counter() - t0
+
+    def commit(self) -> None:
+        """Rename the temporary file onto ``path``; every one of the ``G`` grids must have been written."""
+        if self.dtype is None or self.written != self.grids:
+            raise ValueError(f"expected maps of all {self.grids} grids before commit, got {self.written}")
+        os.replace(self.tmp, self.path)
+        self.committed = True
+
+    def discard(self) -> None:
+        """Delete the temporary file (nothing after :meth:`commit`)."""
+        if not self.committed:
+            self.tmp.unlink(missing_ok=True)
+
+    def _create(self, batch: np.ndarray) -> None:
+        """The temporary ``.npy`` of shape ``(G, T, h, w)`` from the first batch ``(B, T, h, w)``."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.dtype = np.float16 if _fits_float16(batch) else np.float32
+        np.lib.format.open_memmap(self.tmp, mode="w+", dtype=self.dtype, shape=(self.grids, *batch.shape[1:]))
+
+    def _widen(self, step: int) -> None:
+        """Switch the temporary file to float32, copying the rows written so far ``step`` grids at a time."""
+        wide = temporary_path(self.path, ".float32")
+        try:
+            shape = np.lib.format.open_memmap(self.tmp, mode="r").shape
+            np.lib.format.open_memmap(wide, mode="w+", dtype=np.float32, shape=shape)
+            for start in range(0, self.written, step):
+                _write_rows(wide, start, np.lib.format.open_memmap(self.tmp, mode="r")[start:start + step])
+            os.replace(wide, self.tmp)
+        finally:
+            wide.unlink(missing_ok=True)
+        self.dtype = np.float32
+
+
+def _write_rows(path: Path, start: int, rows: np.ndarray) -> None:
+    """Write ``rows`` ``(B, T, h, w)`` into the ``.npy`` at ``path`` from grid ``start`` (cast to its dtype).
+
+    The file is mapped only during this call, so the pages written do not stay in the process's memory."""
+    array = np.lib.format.open_memmap(path, mode="r+")
+    if array.shape[1:] != rows.shape[1:]:
+        raise ValueError(f"expected maps of shape (B, {', '.join(map(str, array.shape[1:]))}), got {rows.shape}")
+    array[start:start + len(rows)] = rows
+
+
+def _fits_float16(maps: np.ndarray) -> bool:
+    """Whether every value of ``maps`` (any shape) is below float16's largest, 65,504, in magnitude.
+
+    The comparison runs in float16 (NumPy 2 casts the Python float to the float16 scalar's type), so values
+    above 65,488 count as not fitting; kept as it was, so the stored dtype does not change."""
+    with np.errstate(over="ignore"):  # the cast of a large maximum to float16 overflows to inf: not fitting
+        return bool(not maps.size or float(np.abs(maps).max()) < np.finfo(np.float16).max)
+
+
 def _save_npy(path: Path, maps: np.ndarray) -> None:
     """float16 halves the size; maps beyond its range (|x| > 65,504) are kept as float32 instead of inf."""
-    fits = not maps.size or float(np.abs(maps).max()) < np.finfo(np.float16).max
     with path.open("wb") as f:
-        np.save(f, maps.astype(np.float16 if fits else np.float32))
+        np.save(f, maps.astype(np.float16 if _fits_float16(maps) else np.float32))
