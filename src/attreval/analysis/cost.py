@@ -27,6 +27,8 @@ class PassCounter:
     calls: int = 0
     image_rows: int = 0  # rows of the whole network from the image (Score-CAM), also in forward_rows
     head_rows: int = 0  # rows through one head's network only (task.row_forward; DiFull: one block), also in forward_rows
+    graph_rows: int = 0  # rows whose forward recorded an autograd graph (gradient methods), also in forward_rows
+    head_graph_rows: int = 0  # those of them that went through task.row_forward
 
     def wrap(self, forward: Callable[[Tensor], Tensor], whole_network: bool = False, one_head: bool = False) -> Callable[[Tensor], Tensor]:
         def counted(x: Tensor) -> Tensor:
@@ -35,6 +37,8 @@ class PassCounter:
             self.image_rows += x.shape[0] if whole_network else 0
             self.head_rows += x.shape[0] if one_head else 0
             if torch.is_grad_enabled() and x.requires_grad:
+                self.graph_rows += x.shape[0]
+                self.head_graph_rows += x.shape[0] if one_head else 0
                 x.register_hook(lambda grad: self._count_backward(grad.shape[0]))
             return forward(x)
 
