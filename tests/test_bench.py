@@ -23,6 +23,13 @@ def test_bench_counts_passes_and_matches_the_reference_pattern(tmp_path):
                 expected = (2 * (2 * 2 + 1), 0)
         if expected:
             assert (r["forward_passes"], r["backward_passes"]) == expected, (setting, layer, method)
+        # the reference pattern: one target (head) per call, every window, each target its own forward
+        reference = {"grad": (t, t), "int_grad": (3 * t, 3 * t), "rise": (8 * t, 0)}.get(method)
+        if method == "occlusion" and layer == "input":
+            reference = (t * (4 * 4 + 1), 0)
+        if reference:
+            assert (r["reference_forward_passes"], r["reference_backward_passes"]) == reference, (setting, layer, method)
+        assert r["pass_speedup"] > 0
         assert r["max_score_diff"] <= 1e-4 and r["limit_ratio"] > 0
     assert report["summary"]["protocol_speedup"] > 0
     assert "| gridpg | input | grad |" in (out / "bench.md").read_text()

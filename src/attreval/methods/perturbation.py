@@ -209,6 +209,13 @@ def rise_masks(height: int, width: int, num_masks: int, grid_size: int, keep_pro
     return rows @ grids @ cols.transpose(1, 2)
 
 
+@functools.lru_cache(maxsize=2)
+def device_masks(device: torch.device, *key: int | float) -> Tensor:
+    """:func:`rise_masks` ``(*key)`` on ``device``, cached there too (the masks of a 448² layer are 800 MB:
+    copied to an accelerator once, not once per batch). Never modify the returned tensor."""
+    return rise_masks(*key).to(device)
+
+
 @dataclass(frozen=True)
 class RISE(Method):
     """RISE (Petsiuk et al. 2018) as configured in PAPER.md §4.3.
@@ -243,8 +250,7 @@ class RISE(Method):
     def __call__(self, task: Task) -> Tensor:
         """Maps ``(B, T, h, w)`` float32 from M forwards per example (softmax probabilities)."""
         x = task.inputs
-        masks = rise_masks(*x.shape[-2:], self.num_masks, self.grid_size, float(self.keep_prob), int(self.seed))
-        masks = masks.to(device=x.device)
+        masks = device_masks(x.device, *x.shape[-2:], self.num_masks, self.grid_size, float(self.keep_prob), int(self.seed))
         perturb_masks = masks.to(dtype=x.dtype)
         probs = perturbed_targets(
             task, lambda part: x[:, None] * perturb_masks[part, None], self.num_masks, softmax=True
