@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from attreval.grid import GridSpec, fold_cells, select_cells, unfold_cells
+from attreval.grid import GridSpec, fold_cells, row_blocks, select_cells, unfold_cells
 
 
 def test_fold_unfold_round_trip_and_row_major_order():
@@ -39,3 +39,17 @@ def test_gridspec_rejects_bad_sizes(bad):
 def test_indivisible_map_is_a_clear_error():
     with pytest.raises(ValueError, match="divisible by the grid size 2"):
         fold_cells(torch.zeros(1, 1, 5, 4), 2)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_row_blocks_takes_each_rows_own_cell(n):
+    x = torch.randn(7, 3, 4 * n, 5 * n)
+    cells = torch.randint(0, n * n, (7,), generator=torch.Generator().manual_seed(n))
+    got = row_blocks(x, n, cells)
+    for r in range(7):
+        assert torch.equal(got[r], select_cells(x[r:r + 1], n, (int(cells[r]),))[0])
+    # gradients flow back to exactly that block
+    leaf = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(row_blocks(leaf, n, cells).sum(), leaf)
+    expected = torch.stack([GridSpec(n, 4, 5).cell_masks(4 * n, 5 * n)[int(c)] for c in cells])[:, None].expand_as(x)
+    assert torch.equal(grad, expected.float())

@@ -111,5 +111,6 @@ def row_blocks(x: Tensor, n: int, cells: Tensor) -> Tensor:
     """
     b, c, height, width = x.shape
     h, w = check_divisible(n, height, width)
-    blocks = x.reshape(b, c, n, h, n, w).permute(0, 2, 4, 1, 3, 5).reshape(b, n * n, c, h, w)
-    return blocks[torch.arange(b, device=x.device), cells]
+    cells = cells.to(x.device)
+    # advanced indices on the grid row and column axes only: copies the N selected blocks, not all n² of them
+    return x.reshape(b, c, n, h, n, w)[torch.arange(b, device=x.device), :, cells // n, :, cells % n]
