@@ -58,8 +58,9 @@ HOW_TO_READ = {
              "on GridPG except IxG on ResNet18, and slightly worse on DiFull (leakage across cell borders).",
     "costs": "Measured cost of each unit, per grid image, on a log scale: wall-clock seconds (this machine, "
              "includes the smoothing and scoring of the unit) and network passes, counted as the rows pushed "
-             "forward plus the rows pushed backward (a backward costs about one forward). GridPG attributes its "
-             "n² cells in one batch, DiFull / DiPart only the corner heads.",
+             "forward plus the backward passes (a backward costs about one forward). Gradient methods on GridPG "
+             "and DiPart run one forward per image and one backward per target; a DiFull row runs one head's "
+             "cell only. GridPG attributes its n² cells, DiFull / DiPart only the corner heads.",
     "smoothing_cost": "The cost of smoothing against SmoothGrad (PAPER.md §7): an S-method makes the passes of its "
                       "base plus one Gaussian convolution per map (timed here on the unit's maps, no network pass); "
                       "SmoothGrad makes num_samples (15) times the base's passes.",
