@@ -3,6 +3,7 @@ table and maps whatever the batch size, the float16 → float32 switch, and no m
 killed unit."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -230,3 +231,39 @@ with writer:
     assert left[0].startswith(f".{unit.key}.npy.") and left[0].endswith(".tmp")
     store.remove_temporary()
     assert list((tmp_path / "maps").iterdir()) == []
+
+
+def test_out_of_memory_halves_chunk_size_and_gives_the_same_table(tmp_path, monkeypatch, caplog):
+    """A method that runs out of memory above 16 inputs per forward: the unit is retried with chunk_size
+    halved (64 → 32 → 16), kept for its later batches, with the same table and pass counts as a run at 16."""
+    resolve, chunks_seen = attreval.run.resolve_method, []
+
+    def tight(*args, **kwargs):
+        method = resolve(*args, **kwargs)
+
+        def call(task):
+            chunks_seen.append(task.chunk_size)
+            if task.chunk_size > 16:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return method(task)
+
+        return call
+
+    config = _config(tmp_path / "a", 2, methods=("int_grad",), layers=("input",))
+    expected = run(dataclasses.replace(config, evaluation=dataclasses.replace(config.evaluation, chunk_size=16)),
+                   tmp_path / "expected", progress=False)
+    monkeypatch.setattr(attreval.run, "resolve_method", tight)
+    with caplog.at_level("WARNING"):
+        got = run(config, tmp_path / "got", progress=False)
+    pd.testing.assert_frame_equal(got.results(), expected.results())
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "got" / "costs.parquet")[["forward_passes", "backward_passes"]],
+                                  pd.read_parquet(tmp_path / "expected" / "costs.parquet")[["forward_passes", "backward_passes"]])
+    assert chunks_seen == [64, 32, 16, 16] * 2  # per unit: halved twice, kept for its second batch
+    assert "out of memory with chunk_size 64; retrying with 32" in caplog.text
+
+
+def test_out_of_memory_at_chunk_size_one_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(attreval.run, "resolve_method", lambda *a, **k: lambda task: (_ for _ in ()).throw(
+        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 bytes")))
+    with pytest.raises(ValueError, match=r"to fit in memory with chunk_size 1, got out of memory; lower batch_size"):
+        run(_config(tmp_path / "c", 2, methods=("grad",), layers=("input",)), tmp_path / "out", progress=False)

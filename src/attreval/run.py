@@ -136,9 +136,9 @@ def evaluate_unit(
     name, options = config.method_options(unit.method)  # a variant: its registered method and options
     method = resolve_method(name, **options)
     size, cells = tuple(grids.images.shape[-2:]), torch.tensor(heads)
-    parts, variants = [], []  # per batch: per variant, inside and total (B, T)
+    parts, variants, chunk = [], [], e.chunk_size  # per batch: per variant, inside and total (B, T)
     for start in range(0, len(grids), e.batch_size):
-        maps = _batch_maps(unit, method, setting, grids, slice(start, start + e.batch_size), heads, config, device, counter)
+        maps, chunk = _fitting_batch_maps(unit, method, setting, grids, slice(start, start + e.batch_size), heads, chunk, device, counter)
         variants = _variants(unit, maps.shape[-1], config)
         parts.append([
             localization_parts(maps if kernel == 0 else smooth_maps(maps, kernel), n, cells.expand(len(maps), -1), size)
@@ -157,13 +157,42 @@ def _join(parts: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> list[tuple[to
     return [(torch.cat([b[i][0] for b in parts]), torch.cat([b[i][1] for b in parts])) for i in range(len(parts[0]))]
 
 
-def _batch_maps(unit: Unit, method, setting, grids: GridDataset, batch: slice, heads, config: RunConfig,
+def is_out_of_memory(err: BaseException) -> bool:
+    """A CUDA/accelerator out-of-memory error, or the CPU allocator's (a plain RuntimeError)."""
+    return isinstance(err, torch.OutOfMemoryError) or (isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+
+
+def _fitting_batch_maps(unit: Unit, method, setting, grids: GridDataset, batch: slice, heads, chunk: int,
+                        device: torch.device, counter: PassCounter | None) -> tuple[torch.Tensor, int]:
+    """:func:`_batch_maps` with at most ``chunk`` inputs per forward, halving it after an out-of-memory error
+    (the maps do not depend on it); returns the maps and the chunk size that fitted, kept for later batches.
+    Passes of a failed attempt are not counted."""
+    while True:
+        attempt = PassCounter()
+        try:
+            maps = _batch_maps(unit, method, setting, grids, batch, heads, chunk, device, attempt)
+        except Exception as err:
+            if not is_out_of_memory(err):
+                raise
+            if chunk == 1:
+                raise ValueError(f"expected {unit.key} to fit in memory with chunk_size 1, got out of memory; lower batch_size") from None
+            log.warning("%s: out of memory with chunk_size %d; retrying with %d", unit.key, chunk, chunk // 2)
+            chunk //= 2
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        if counter is not None:
+            counter.add(attempt)
+        return maps, chunk
+
+
+def _batch_maps(unit: Unit, method, setting, grids: GridDataset, batch: slice, heads, chunk: int,
                 device: torch.device, counter: PassCounter | None) -> torch.Tensor:
     """The maps ``(B, T, h, w)`` float32 on the CPU of the grids ``batch``; a clear error if any is NaN/inf."""
     task_heads = (0,) * len(heads) if unit.setting == "gridpg" else heads
     images = grids.images[batch].to(device)
     classes = grids.labels[batch][:, list(heads)]
-    task = build_task(setting, images, classes, unit.layer, task_heads, config.evaluation.chunk_size)
+    task = build_task(setting, images, classes, unit.layer, task_heads, chunk)
     task = counter.instrument(task) if counter is not None else task
     maps = method(task).float()
     if not torch.isfinite(maps).all():

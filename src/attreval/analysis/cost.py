@@ -59,6 +59,11 @@ class PassCounter:
 
         return dataclasses.replace(task, forward=self.wrap(task.forward), image_forward=image_forward, row_forward=row_forward)
 
+    def add(self, other: "PassCounter") -> None:
+        """Add the counts of ``other`` to these."""
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
     def per_grid(self, grids: int) -> dict[str, float]:
         return {
             "forward_passes": self.forward_rows / grids,
