@@ -21,7 +21,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import platform
 import time
 from pathlib import Path
 from dataclasses import dataclass
@@ -335,6 +334,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace, device: torch.device) -> int:
     from attreval.models.loading import load_model
+    from attreval.run import device_name
 
     if args.weights or args.model in builtin_models():
         model = load_model(args.model, args.weights, args.num_classes)
@@ -358,7 +358,7 @@ def _bench(args: argparse.Namespace, device: torch.device) -> int:
                 rows.append(row)
                 (out / "partial.json").write_text(json.dumps(rows))  # survives a timeout
     meta = {"model": args.model, "cell": args.cell, "n": args.n, "grids": args.grids, "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
+            "device_name": device_name(device),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "chunk_size": args.chunk_size}
     (out / "bench.json").write_text(json.dumps({"meta": meta, "summary": summary(rows), "rows": rows}, indent=2))
     text = f"{meta}\n\n{method_markdown(rows)}\n\n{markdown(rows)}\n\n{json.dumps(summary(rows), indent=2)}\n"

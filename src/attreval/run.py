@@ -234,9 +234,22 @@ def metadata(config: RunConfig, device: torch.device) -> dict[str, Any]:
     return {
         "attreval": attreval.__version__, "torch": torch.__version__, "python": platform.python_version(),
         "platform": platform.platform(), "seed": config.seed, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(), "git_revision": revision,
     }
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name (Linux ``/proc/cpuinfo``) and logical core count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine() or "cpu"
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} logical cores"
 
 
 @contextmanager
