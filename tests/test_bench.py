@@ -1,6 +1,8 @@
 """`attreval bench` runs on a tiny model and counts the passes each method needs (no timing asserted)."""
 import json
 
+import pytest
+
 from attreval.cli import main
 
 
@@ -33,3 +35,17 @@ def test_bench_counts_passes_and_matches_the_reference_pattern(tmp_path):
         assert r["max_score_diff"] <= 1e-4 and r["limit_ratio"] > 0
     assert report["summary"]["protocol_speedup"] > 0
     assert "| gridpg | input | grad |" in (out / "bench.md").read_text()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--grids", "0"], "expected a positive integer for --grids, got 0"),
+    (["--cell", "0"], "expected a positive integer for --cell, got 0"),
+    (["--model", "nope"], "expected a built-in model (fashion_vgg, fashion_resnet, cifar_vgg11) or a torchvision model name, got 'nope'"),
+    (["--methods", "gradd"], "unknown method 'gradd'"),
+    (["--settings", "grid"], "unknown setting 'grid'"),
+    (["--option", "rise.num_masks"], "expected --option METHOD.KEY=VALUE, got 'rise.num_masks'"),
+])
+def test_bench_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    assert main(["bench", "--model", "fashion_resnet", "--methods", "grad", "--no-reference", "--out", str(tmp_path / "b"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1

@@ -302,11 +302,11 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cell", type=int, default=32, help="cell side in pixels")
     p.add_argument("-n", type=int, default=2, help="grid size")
     p.add_argument("--grids", type=int, default=8, help="grids per measurement (one batch of the run and of the reference pattern)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--settings", default="gridpg,difull,dipart")
-    p.add_argument("--layers", default="input,middle,final")
-    p.add_argument("--methods", default="all")
-    p.add_argument("--chunk-size", type=int, default=64)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--settings", default="gridpg,difull,dipart", help="comma-separated settings")
+    p.add_argument("--layers", default="input,middle,final", help="comma-separated layers (input, middle, final or stage names)")
+    p.add_argument("--methods", default="all", help="comma-separated registry names, or all")
+    p.add_argument("--chunk-size", type=int, default=64, help="most inputs per forward pass (also the largest batch timed for the limit)")
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="override a preset, e.g. rise.num_masks=200")
     p.add_argument("--no-reference", action="store_true", help="skip the reference pass pattern")
     p.add_argument("--out", default="bench", help="directory for bench.md and bench.json")
@@ -336,11 +336,16 @@ def _bench(args: argparse.Namespace, device: torch.device) -> int:
     from attreval.models.loading import load_model
     from attreval.run import device_name
 
+    for flag, value in (("--grids", args.grids), ("--cell", args.cell), ("-n", args.n), ("--chunk-size", args.chunk_size)):
+        if value < 1:
+            raise ValueError(f"expected a positive integer for {flag}, got {value}")
     if args.weights or args.model in builtin_models():
         model = load_model(args.model, args.weights, args.num_classes)
     else:
         import torchvision
 
+        if args.model not in torchvision.models.list_models():
+            raise ValueError(f"expected a built-in model ({', '.join(builtin_models())}) or a torchvision model name, got '{args.model}'")
         model = torchvision.models.get_model(args.model, weights=None, num_classes=args.num_classes).eval()
     model = model.to(device)
     images, labels = random_grids(model, args.n, args.cell, args.grids, 0, device)
