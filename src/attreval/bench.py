@@ -22,8 +22,8 @@ import dataclasses
 import json
 import logging
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -135,10 +135,13 @@ def scores_of(maps: Tensor, n: int, heads: tuple[int, ...], size: tuple[int, int
 
 
 def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, images: Tensor, labels: Tensor,
-               n: int, chunk_size: int, options: dict, reference: bool, rates: dict | None = None) -> dict[str, Any]:
+               n: int, chunk_size: int, options: dict, reference: bool, rates: dict | None = None,
+               warm_ups: int = 1) -> dict[str, Any]:
     """Measure one (setting, layer, method) on ``images (G, C, nH, nW)`` with cell labels ``(G, n²)``.
 
-    ``rates`` caches the plain per-row pass times (:func:`pass_rates`) per (setting, layer) across methods."""
+    ``rates`` caches the plain per-row pass times (:func:`pass_rates`) per (setting, layer) across methods.
+    ``warm_ups`` untimed calls come first (the first unit of a process pays for thread-pool and allocator
+    start-up: measured 1.4× its later time on the CPU, so the bench gives it 3)."""
     rates = {} if rates is None else rates
     device, grids = images.device, images.shape[0]
     setting = make_setting(setting_name, model, n)
@@ -147,7 +150,8 @@ def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, image
     classes = labels[:, list(heads)]
     method = resolve_method(name, **options)
     task = build_task(setting, images, classes, layer, task_heads, chunk_size)
-    method(task)  # warm-up (also fills caches such as RISE masks)
+    for _ in range(warm_ups):  # also fills caches such as RISE masks
+        method(task)
     counter = PassCounter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -184,17 +188,6 @@ def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, image
             pass_speedup=ref_limit / limit if limit else None,  # the part of the speed-up that fewer passes explain
         )
     return row
-
-
-def warm_up(model: nn.Module, setting_name: str, layer: str, name: str, images: Tensor, labels: Tensor, n: int, chunk_size: int) -> None:
-    """Run the first unit twice, untimed: the first unit of a process would otherwise pay for thread-pool
-    and allocator start-up (measured: 1.4× its later time on the CPU)."""
-    setting = make_setting(setting_name, model, n)
-    heads = tuple(range(n * n)) if setting_name == "gridpg" else setting.default_heads()
-    task_heads = target_heads(setting, len(heads), None if setting_name == "gridpg" else heads)
-    task = build_task(setting, images, labels[:, list(heads)], layer, task_heads, chunk_size)
-    for _ in range(2):
-        resolve_method(name)(task)
 
 
 REFERENCE_BATCH = 8  # the paper script's batch size (PAPER.md Appendix A)
@@ -354,11 +347,11 @@ def _bench(args: argparse.Namespace, device: torch.device) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, rates = [], {}
-    warm_up(model, args.settings.split(",")[0], args.layers.split(",")[0], names[0], images, labels, args.n, args.chunk_size)
     for setting in args.settings.split(","):
         for layer in args.layers.split(","):
             for name in names:
-                row = bench_unit(model, setting, layer, name, images, labels, args.n, args.chunk_size, options.get(name, {}), not args.no_reference, rates)
+                row = bench_unit(model, setting, layer, name, images, labels, args.n, args.chunk_size, options.get(name, {}),
+                                 not args.no_reference, rates, warm_ups=1 if rows else 3)
                 log.info("%s", row)
                 rows.append(row)
                 (out / "partial.json").write_text(json.dumps(rows))  # survives a timeout
