@@ -7,6 +7,8 @@ Each setting answers two questions for a batch of grids ``(B, C, n·H, n·W)`` a
   ``(N, C', n·h, n·w) → (N, len(heads), K)`` — the network that a method at that layer explains.
 
 GridPG has one head (index 0) pooled over the whole grid. DiFull and DiPart have one head per cell.
+DiFull also answers what its separate cells make cheap: :meth:`Setting.row_tail` (each row through its
+own head's block only) and :meth:`Setting.head_regions` (the block each head can see).
 """
 from __future__ import annotations
 
