@@ -7,6 +7,7 @@ import torch
 from torch.nn import functional as F
 
 import attreval
+from attreval.tail import FunctionTail
 from attreval.methods.base import Task
 from attreval.methods.cam import (
     AblationCAM,
@@ -21,10 +22,11 @@ from tiny_models import tiny_model
 B, C, H, W, K = 2, 3, 2, 2, 4
 
 
-def make_task(forward, inputs, classes, heads=None, chunk_size=16, **extra):
+def make_task(forward, inputs, classes, heads=None, chunk_size=16, image_forward=None, **extra):
     classes = torch.as_tensor(classes)
     heads = torch.zeros(classes.shape[1], dtype=torch.long) if heads is None else torch.as_tensor(heads)
-    return Task(forward=forward, inputs=inputs, heads=heads, classes=classes, chunk_size=chunk_size, **extra)
+    tail = FunctionTail(forward, whole=image_forward)
+    return Task(tail=tail, inputs=inputs, heads=heads, classes=classes, chunk_size=chunk_size, **extra)
 
 
 def linear_head(seed=0, dtype=torch.float64):

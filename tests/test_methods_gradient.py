@@ -5,6 +5,7 @@ from torch import nn
 
 import attreval
 from attreval import METHODS, StagedModel
+from attreval.tail import FunctionTail
 from attreval.methods.base import Task
 from attreval.methods.gradient import (
     GuidedBackprop,
@@ -21,7 +22,7 @@ C, H, W, K = 2, 3, 3, 4
 def make_task(forward, inputs, classes, heads=None, chunk_size=16):
     classes = torch.as_tensor(classes).view(inputs.shape[0], -1)
     heads = torch.zeros(classes.shape[1], dtype=torch.long) if heads is None else torch.as_tensor(heads)
-    return Task(forward=forward, inputs=inputs, heads=heads, classes=classes, chunk_size=chunk_size)
+    return Task(tail=forward, inputs=inputs, heads=heads, classes=classes, chunk_size=chunk_size)
 
 
 def one_head(f):
@@ -146,7 +147,7 @@ def test_guided_backprop_by_hand_on_a_one_hidden_layer_net():
     torch.manual_seed(6)
     w1, w2 = torch.randn(5, C * H * W, dtype=torch.float64), torch.randn(K, 5, dtype=torch.float64)
     relu = nn.ReLU(inplace=True)
-    forward = one_head(lambda x: relu(x.flatten(1) @ w1.T) @ w2.T)
+    forward = FunctionTail(one_head(lambda x: relu(x.flatten(1) @ w1.T) @ w2.T), modules=[relu])
     x = torch.randn(4, C, H, W, dtype=torch.float64)
     task = make_task(forward, x, [[0, 3], [1, 1], [2, 0], [3, 2]])
     active = (x.flatten(1) @ w1.T > 0).double()  # (B, 5)
@@ -159,7 +160,7 @@ def test_guided_backprop_with_a_relu_module_used_twice():
     torch.manual_seed(7)
     w1, w2, v = torch.randn(6, C * H * W), torch.randn(6, 6), torch.randn(K, 6)
     relu = nn.ReLU()
-    forward = one_head(lambda x: relu(relu(x.flatten(1) @ w1.T) @ w2.T) @ v.T)
+    forward = FunctionTail(one_head(lambda x: relu(relu(x.flatten(1) @ w1.T) @ w2.T) @ v.T), modules=[relu])
     x = torch.randn(2, C, H, W)
     task = make_task(forward, x, [[1], [2]])
     h1 = x.flatten(1) @ w1.T
@@ -195,14 +196,38 @@ def test_guided_relus_removes_its_hook_when_the_forward_raises():
         relu(x)
         raise RuntimeError("boom")
 
-    task = make_task(broken, torch.randn(1, C, H, W), [[0]])
+    task = make_task(FunctionTail(broken, modules=[relu]), torch.randn(1, C, H, W), [[0]])
     with pytest.raises(RuntimeError, match="boom"):
         GuidedBackprop()(task)
-    assert global_hooks() == 0
+    assert global_hooks() == 0 and not relu._forward_hooks
     with pytest.raises(KeyError):
-        with guided_relus():
+        with guided_relus([relu]):
+            assert len(relu._forward_hooks) == 1
             raise KeyError("x")
-    assert global_hooks() == 0
+    assert global_hooks() == 0 and not relu._forward_hooks
+
+
+def test_guided_backprop_hooks_only_the_explained_networks_relus():
+    torch.manual_seed(9)
+    w = torch.randn(5, C * H * W)
+    inside, outside = nn.ReLU(), nn.ReLU()
+    x = torch.randn(2, C, H, W)
+    with guided_relus([inside]):  # a ReLU of another model, run meanwhile, keeps its plain backward
+        leaf = x.flatten(1).requires_grad_(True)
+        (grad,) = torch.autograd.grad((outside(leaf @ w.T) * -1.0).sum(), leaf)
+    expected = -((x.flatten(1) @ w.T) > 0).float() @ w
+    torch.testing.assert_close(grad, expected)
+
+
+def test_guided_backprop_of_two_models_alternately_equals_each_alone():
+    a, b = tiny_model("vgg", seed=3), tiny_model("resnet", seed=4)
+    x, targets = torch.randn(1, 3, 32, 32), torch.tensor([[1, 2, 3, 4]])
+    alone_a = attreval.attribute(a, x, targets, "guided_backprop", layer="middle")
+    alone_b = attreval.attribute(b, x, targets, "guided_backprop", layer="middle")
+    for _ in range(2):
+        torch.testing.assert_close(attreval.attribute(a, x, targets, "guided_backprop", layer="middle"), alone_a, rtol=0, atol=0)
+        torch.testing.assert_close(attreval.attribute(b, x, targets, "guided_backprop", layer="middle"), alone_b, rtol=0, atol=0)
+    assert not torch.equal(alone_a, attreval.attribute(a, x, targets, "grad", layer="middle"))  # the guide acts
 
 
 # --------------------------------------------------------------------------------------------------
@@ -251,7 +276,7 @@ def test_example_gradients_equal_one_backward_per_row_and_target(setting, layer,
     for b in range(3):
         for t in range(classes.shape[1]):  # the authors' pattern: one (image, target) per backward
             leaf = task.inputs[b:b + 1].clone().requires_grad_(True)
-            y = pick(task.forward(leaf), task.heads[t:t + 1], classes[b, t:t + 1])
+            y = pick(task.tail(leaf), task.heads[t:t + 1], classes[b, t:t + 1])
             (expected,) = torch.autograd.grad(y.sum(), leaf)
             torch.testing.assert_close(grads[b, t], expected[0], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(logits[b, t], y[0].detach(), rtol=1e-5, atol=1e-6)

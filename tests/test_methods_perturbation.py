@@ -153,6 +153,7 @@ def test_difull_occlusion_per_head_windows_equal_every_window_through_every_head
 
     from attreval.analysis.cost import PassCounter
     from attreval.api import build_task
+    from attreval.bench import EveryWindow
     from attreval.settings import make_setting
 
     setting = make_setting("difull", tiny_model("resnet"), 2)
@@ -162,7 +163,7 @@ def test_difull_occlusion_per_head_windows_equal_every_window_through_every_head
     method = Occlusion(kernel_size=kernel, stride=stride)
     fast, every = PassCounter(), PassCounter()
     skipped = method(fast.instrument(task))
-    full = method(every.instrument(dataclasses.replace(task, head_regions=None)))
+    full = method(every.instrument(dataclasses.replace(task, tail=EveryWindow(task.tail))))
     torch.testing.assert_close(skipped, full, rtol=1e-5, atol=1e-6)
     assert fast.forward_rows < every.forward_rows * len(heads)  # block passes: one per row vs len(heads) per row
 

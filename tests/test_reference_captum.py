@@ -90,7 +90,7 @@ class Tail(nn.Module):
 def test_grad_cam_matches_captum_layer_grad_cam(model, batch):
     x, y = batch
     task = build_task(make_setting("gridpg", model, 1), x, y, "final", (0, 0))
-    tail = Tail(task.forward)
+    tail = Tail(task.tail)
     attributor = captum_attr.LayerGradCam(tail, tail.layer)
     expected = captum_maps(attributor, task.inputs, y, relu_attributions=True)
     ours = attreval.attribute(model, x, y, "grad_cam", n=1, layer="final")

@@ -146,11 +146,41 @@ def test_difull_row_tail_equals_the_full_tail_at_each_rows_head(resnet18, layer)
     index = torch.tensor([0, 2, 0, 1, 0])
     with torch.no_grad():
         full = s.tail(layer, heads)(a)[torch.arange(5), index]
-        rows = s.row_tail(layer, heads)(a, index)
+        tail = s.tail(layer, heads)
+        rows = tail.rows(a, index)
+    assert tail.separable
     torch.testing.assert_close(rows, full, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("setting", ["gridpg", "dipart"])
-def test_shared_backbone_settings_give_no_row_tail(resnet18, setting):
+def test_shared_backbone_tails_are_not_separable(resnet18, setting):
     # their heads share the backbone: one forward for all heads is cheaper than one per row
-    assert make_setting(setting, resnet18, 2).row_tail("input", (0,)) is None
+    tail = make_setting(setting, resnet18, 2).tail("input", (0,))
+    assert not tail.separable and tail.regions((64, 64)) is None
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():  # the generic rows() still gives each row's own head
+        torch.testing.assert_close(tail.rows(x, torch.zeros(3, dtype=torch.long)), tail(x)[:, 0])
+
+
+def test_difull_regions_are_the_head_cells(resnet18):
+    regions = make_setting("difull", resnet18, 2).tail("middle", (3, 0)).regions((8, 8))
+    assert regions.shape == (2, 8, 8) and regions[0, 4:, 4:].all() and regions[0].sum() == 16
+    assert regions[1, :4, :4].all() and regions[1].sum() == 16
+
+
+@pytest.mark.parametrize("setting", ["gridpg", "difull", "dipart"])
+def test_tail_modules_cover_the_classifier_and_the_later_stages(vgg11, setting):
+    tail = make_setting(setting, vgg11, 2).tail("final", (0,))
+    linear_weights = {m.weight.data_ptr() for mod in tail.modules for m in mod.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    # every classifier layer (as the Linear itself or its sliding Conv2d view) and the last max-pool's stage
+    assert {m.weight.data_ptr() for m in vgg11.classifier if isinstance(m, torch.nn.Linear)} <= linear_weights
+    assert any(isinstance(m, torch.nn.MaxPool2d) for mod in tail.modules for m in mod.modules())
+    assert not any(m is vgg11.features[0] for mod in tail.modules for m in mod.modules())
+
+
+def test_protocol_facts_belong_to_the_settings(resnet18):
+    grid, full = make_setting("gridpg", resnet18, 2), make_setting("difull", resnet18, 2)
+    assert grid.grids == "gridpg" and full.grids == "disconnected"
+    assert grid.evaluated_cells() == (0, 1, 2, 3) and grid.heads_for((0, 1, 2, 3)) == (0, 0, 0, 0)
+    assert full.evaluated_cells() == (0, 3) and full.heads_for((0, 3)) == (0, 3)
+    assert full.evaluated_cells(all_cells=True) == (0, 1, 2, 3)

@@ -18,8 +18,8 @@ def target_heads(setting: Setting, num_targets: int, heads: Sequence[int] | None
     GridPG: head 0 for every column. DiFull/DiPart: ``heads`` if given; otherwise every head when
     T = n², the corner heads when T equals their number (PAPER.md §1.3).
     """
-    if setting.num_heads == 1:
-        return (0,) * num_targets
+    if setting.pooled:
+        return setting.heads_for(range(num_targets))
     if heads is None:
         if num_targets == setting.num_heads:
             heads = tuple(range(setting.num_heads))
@@ -50,20 +50,15 @@ def build_task(
     ``activations`` may be passed when already computed (``setting.activations(images, layer)``).
     """
     unique = tuple(dict.fromkeys(heads))
-    forward = setting.tail(layer, unique)
     inputs = setting.activations(images, layer) if activations is None else activations
-    regions = setting.head_regions(tuple(inputs.shape[-2:]), unique)
     return Task(
-        forward=forward,
+        tail=setting.tail(layer, unique),
         inputs=inputs.detach(),
         heads=torch.tensor([unique.index(h) for h in heads], dtype=torch.long, device=images.device),
         classes=classes.to(images.device),
         layer=setting.staged.resolve(layer),
         image=images.detach(),
-        image_forward=setting.tail("input", unique),
         chunk_size=chunk_size,
-        row_forward=setting.row_tail(layer, unique),
-        head_regions=None if regions is None else regions.to(images.device),
     )
 
 
@@ -99,13 +94,14 @@ def attribute(
     """Attribution maps of ``method`` for ``model`` in a setting, at a layer.
 
     Args:
-        model: a torchvision/timm-style CNN (VGG-like or ResNet-like) in eval mode, or a StagedModel.
+        model: a CNN in eval mode (any torchvision/timm classification CNN or fx-traceable module, split
+            automatically: :func:`attreval.split_model`), or a :class:`StagedModel`.
         images: ``(B, C, n·H, n·W)`` grids (with ``n=1``: single images).
         targets: ``LongTensor (B, T)``: the class of each target column. GridPG explains all T on its
             single output; DiFull/DiPart explain column t on head ``heads[t]``.
         method: a registry name (``attreval.METHODS.names()``), a method object, or any callable
             ``(forward, inputs, targets) -> maps`` (see :class:`attreval.methods.FunctionMethod`).
-        setting: ``"gridpg"``, ``"difull"`` or ``"dipart"``.
+        setting: a registered setting name (``"gridpg"``, ``"difull"``, ``"dipart"``) or a Setting.
         layer: ``"input"``, ``"middle"``, ``"final"`` or any stage name of the split model.
         n: grid size.
         heads: DiFull/DiPart head of each target column (default: see :func:`target_heads`).
@@ -117,6 +113,7 @@ def attribute(
     """
     check_inputs(model, images, targets, n)
     setting = make_setting(setting, model, n)
+    setting.staged.check_cell((images.shape[1], images.shape[2] // n, images.shape[3] // n), setting.pooled, images.device, images.dtype)
     method = resolve_method(method, **options)
     task = build_task(setting, images, targets, layer, target_heads(setting, targets.shape[1], heads), chunk_size)
     maps = method(task)

@@ -4,7 +4,7 @@ For each unit the bench measures the wall time per grid image and counts the for
 passes per grid image (:class:`~attreval.analysis.cost.PassCounter`). The **limit** is the time the same
 number of plain passes of the same networks take, each at its best batch size, timed in the same run
 (:func:`pass_limit`): every row at its network's forward rate — the network from the layer with all
-explained heads, with one head only (DiFull's ``row_forward``: one block), or from the image (Score-CAM);
+explained heads, with one head only (a separable tail's ``rows``, DiFull: one block), or from the image (Score-CAM);
 with or without a recorded graph — and every backward at the backward rate of its network (gradient
 methods on GridPG/DiPart run one forward and one backward per target). The **limit ratio** is
 measured ÷ limit (1.0 = no overhead beyond the passes themselves); the overhead is measured − limit.
@@ -30,11 +30,12 @@ import torch
 from torch import Tensor, nn
 
 from attreval.analysis.cost import PassCounter
-from attreval.api import build_task, target_heads
+from attreval.api import build_task
 from attreval.methods import METHODS, resolve_method
 from attreval.methods.base import Task
 from attreval.metric import localization_score
-from attreval.settings import make_setting
+from attreval.settings import SETTINGS, make_setting
+from attreval.tail import Tail
 
 log = logging.getLogger(__name__)
 BATCHES = (1, 4, 16, 64, 256)
@@ -101,15 +102,17 @@ def per_row_times(explained: Callable[[Tensor], Tensor], inputs: Tensor, max_bat
 
 def pass_rates(task: Task, max_batch: int, image: bool) -> dict[str, PassTimes]:
     """Per-row pass times of the task's networks: all heads from the layer (``forward``), one head from
-    the layer (``head``, where the task has a ``row_forward``) and, if ``image``, all heads from the image
+    the layer (``head``, where the tail is ``separable``) and, if ``image``, all heads from the image
     (``image``, Score-CAM's passes)."""
     head, cls = task.heads[:1], task.classes[:1, 0]
     one = lambda out: out[:, 0].gather(1, cls.expand(out.shape[0])[:, None])[:, 0]
-    rates = {"forward": per_row_times(lambda x: one(task.forward(x)[:, head]), task.inputs, max_batch)}
+    tail = task.tail
+    rates = {"forward": per_row_times(lambda x: one(tail(x)[:, head]), task.inputs, max_batch)}
     if image:
-        rates["image"] = per_row_times(lambda x: one(task.image_forward(x)[:, head]), task.image, max_batch)
-    if task.row_forward is not None:
-        rows = lambda x: task.row_forward(x, head.expand(x.shape[0]))[:, None]
+        whole = tail.whole()
+        rates["image"] = per_row_times(lambda x: one(whole(x)[:, head]), task.image, max_batch)
+    if tail.separable:
+        rows = lambda x: tail.rows(x, head.expand(x.shape[0]))[:, None]
         rates["head"] = per_row_times(lambda x: one(rows(x)), task.inputs, max_batch)
     return rates
 
@@ -118,7 +121,7 @@ def pass_limit(counter: PassCounter, rates: dict[str, PassTimes]) -> float:
     """Seconds the counted passes take as plain passes of their networks at their best batch sizes: each
     row at its network's forward rate (with or without a recorded graph), each backward at the backward
     rate of the network whose graph it runs back through (one head's where gradients went through
-    ``row_forward``, DiFull)."""
+    a separable tail's ``rows``, DiFull)."""
     full, head = rates["forward"], rates.get("head", rates["forward"])
     image = rates["image"].forward if "image" in rates else 0.0
     full_graph = counter.graph_rows - counter.head_graph_rows
@@ -145,8 +148,8 @@ def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, image
     rates = {} if rates is None else rates
     device, grids = images.device, images.shape[0]
     setting = make_setting(setting_name, model, n)
-    heads = tuple(range(n * n)) if setting_name == "gridpg" else setting.default_heads()
-    task_heads = target_heads(setting, len(heads), None if setting_name == "gridpg" else heads)
+    heads = setting.evaluated_cells()
+    task_heads = setting.heads_for(heads)
     classes = labels[:, list(heads)]
     method = resolve_method(name, **options)
     task = build_task(setting, images, classes, layer, task_heads, chunk_size)
@@ -215,7 +218,7 @@ def reference_maps(method, name: str, setting, images: Tensor, classes: Tensor, 
 
     def task(part: slice, t: int, head: int) -> Task:
         one = build_task(setting, images[part], classes[part, t:t + 1], layer, (head,), chunk_size=per_forward)
-        one = dataclasses.replace(one, head_regions=None)
+        one = dataclasses.replace(one, tail=EveryWindow(one.tail))
         return counter.instrument(one) if counter is not None else one
 
     batches = []
@@ -224,6 +227,22 @@ def reference_maps(method, name: str, setting, images: Tensor, classes: Tensor, 
         columns = [method(task(part, t, head)) for t, head in enumerate(heads)]
         batches.append(torch.cat(columns, dim=1))
     return torch.cat(batches)
+
+
+class EveryWindow(Tail):
+    """``inner`` without its ``regions``: the authors' DiFull Occlusion runs every window through the head."""
+
+    def __init__(self, inner: Tail):
+        self.inner, self.heads, self.modules, self.separable = inner, inner.heads, inner.modules, inner.separable
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.inner(x)
+
+    def rows(self, x: Tensor, index: Tensor) -> Tensor:
+        return self.inner.rows(x, index)
+
+    def whole(self) -> Tail:
+        return self.inner.whole()
 
 
 def random_grids(model: nn.Module, n: int, cell: int, grids: int, seed: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -261,7 +280,7 @@ def method_markdown(rows: list[dict[str, Any]]) -> str:
     for name in methods:
         mine = [r for r in rows if r["method"] == name]
         at_input = {r["setting"]: r["limit_ratio"] for r in mine if r["layer"] == "input"}
-        inputs = " / ".join(f"{at_input[s]:.2f}" if s in at_input else "–" for s in ("gridpg", "difull", "dipart"))
+        inputs = " / ".join(f"{at_input[s]:.2f}" if s in at_input else "–" for s in SETTINGS.names())
         worst = max(mine, key=lambda r: r["limit_ratio"] or 0)
         worst_text = f"{worst['limit_ratio']:.2f} ({worst['setting']} {worst['layer']}, {1000 * worst['overhead_seconds_per_grid']:.1f})"
         total = sum(r["seconds_per_grid"] for r in mine)
@@ -296,7 +315,7 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("-n", type=int, default=2, help="grid size")
     p.add_argument("--grids", type=int, default=8, help="grids per measurement (one batch of the run and of the reference pattern)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    p.add_argument("--settings", default="gridpg,difull,dipart", help="comma-separated settings")
+    p.add_argument("--settings", default=",".join(SETTINGS.names()), help="comma-separated settings")
     p.add_argument("--layers", default="input,middle,final", help="comma-separated layers (input, middle, final or stage names)")
     p.add_argument("--methods", default="all", help="comma-separated registry names, or all")
     p.add_argument("--chunk-size", type=int, default=64, help="most inputs per forward pass (also the largest batch timed for the limit)")

@@ -31,7 +31,9 @@ from attreval.data import GridDataset, build_grid_dataset, load_dataset
 from attreval.methods import resolve_method
 from attreval.metric import localization_parts, score_from_parts
 from attreval.models.loading import load_model
-from attreval.settings import make_setting
+from attreval.models.splitters import split_model
+from attreval.models.splitters.common import model_device
+from attreval.settings import GRID_KINDS, SETTINGS, make_setting
 from attreval.smoothing import scaled_kernel_size, smooth_maps
 from attreval.store import RunStore, Unit
 
@@ -87,11 +89,11 @@ def _jsonable(value: Any) -> Any:
 
 def make_grids(store: RunStore, config: RunConfig, models: dict[str, nn.Module], device: torch.device) -> dict[tuple[str, str], GridDataset]:
     """Grid datasets per (model key, kind), built once and cached in the run directory."""
-    kinds = {}
-    if "gridpg" in config.evaluation.settings and config.grids.gridpg:
-        kinds["gridpg"] = (config.grids.gridpg, False)
-    if {"difull", "dipart"} & set(config.evaluation.settings) and config.grids.disconnected:
-        kinds["disconnected"] = (config.grids.disconnected, True)
+    kinds = {}  # grid kind → (count, repeated corners), for the kinds the selected settings evaluate
+    for name in config.evaluation.settings:
+        kind = SETTINGS.get(name).grids
+        if getattr(config.grids, kind):
+            kinds[kind] = (getattr(config.grids, kind), GRID_KINDS[kind])
     groups = {key: [model] for key, model in models.items()}
     if config.grids.selection == "intersection":
         groups = {key: list(models.values()) for key in models}
@@ -109,6 +111,19 @@ def make_grids(store: RunStore, config: RunConfig, models: dict[str, nn.Module],
                 built.save(path)
             grids[key, kind] = GridDataset.load(path)
     return grids
+
+
+def check_cells(config: RunConfig, models: dict[str, nn.Module], grids: dict[tuple[str, str], GridDataset]) -> None:
+    """Before any unit: every model accepts the grids' cells, and a fully connected classifier sees its
+    training window in GridPG (one line naming the model otherwise)."""
+    pooled_kinds = {SETTINGS.get(s).grids for s in config.evaluation.settings if SETTINGS.get(s).pooled}
+    for (key, kind), data in grids.items():
+        c, height, width = data.images.shape[1:]
+        cell = (c, height // config.grids.n, width // config.grids.n)
+        try:
+            split_model(models[key]).check_cell(cell, kind in pooled_kinds, model_device(models[key]))
+        except ValueError as err:
+            raise ValueError(f"model '{key}': {err}") from None
 
 
 def plan_units(config: RunConfig) -> list[Unit]:
@@ -132,7 +147,7 @@ def evaluate_unit(
     """
     n, e = config.grids.n, config.evaluation
     setting = make_setting(unit.setting, model, n)
-    heads = tuple(range(n * n)) if unit.setting == "gridpg" or e.heads == "all" else setting.default_heads()
+    heads = setting.evaluated_cells(all_cells=e.heads == "all")  # the cells scored; heads_for: who explains them
     name, options = config.method_options(unit.method)  # a variant: its registered method and options
     method = resolve_method(name, **options)
     size, cells = tuple(grids.images.shape[-2:]), torch.tensor(heads)
@@ -189,7 +204,7 @@ def _fitting_batch_maps(unit: Unit, method, setting, grids: GridDataset, batch: 
 def _batch_maps(unit: Unit, method, setting, grids: GridDataset, batch: slice, heads, chunk: int,
                 device: torch.device, counter: PassCounter | None) -> torch.Tensor:
     """The maps ``(B, T, h, w)`` float32 on the CPU of the grids ``batch``; a clear error if any is NaN/inf."""
-    task_heads = (0,) * len(heads) if unit.setting == "gridpg" else heads
+    task_heads = setting.heads_for(heads)
     images = grids.images[batch].to(device)
     classes = grids.labels[batch][:, list(heads)]
     task = build_task(setting, images, classes, unit.layer, task_heads, chunk)
@@ -217,7 +232,7 @@ def _rows(unit: Unit, setting, grids: GridDataset, heads, kernel, ref, inside, t
         "stage": setting.staged.resolve(unit.layer), "method": unit.method,
         "kernel_size": kernel, "kernel_ref": ref,
         "grid": np.repeat(np.arange(g), t), "cell": np.tile(np.array(heads), g),
-        "head": np.tile(np.array(heads if unit.setting != "gridpg" else [0] * t), g),
+        "head": np.tile(np.array(setting.heads_for(heads)), g),
         "label": grids.labels[:, list(heads)].reshape(-1).numpy(),
         "score": score.reshape(-1).numpy(), "inside": inside.reshape(-1).numpy(), "total": total.reshape(-1).numpy(),
     })
@@ -306,12 +321,12 @@ def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], d
     started = time.time()
     group.on_main(lambda: make_grids(store, config, models, dev))
     grids = make_grids(store, config, models, dev)  # loads what rank 0 built
+    check_cells(config, models, grids)
     units = plan_units(config)
     todo = group.shard([u for u in units if not store.is_done(u)])
     log.info("rank %d/%d: %d units, %d to compute here", group.rank, group.world, len(units), len(todo))
     for unit in tqdm(todo, desc=f"attreval run [{group.rank}]" if group.world > 1 else "attreval run", unit="unit", disable=not progress):
-        kind = "gridpg" if unit.setting == "gridpg" else "disconnected"
-        _execute_unit(store, unit, models[unit.model], grids[unit.model, kind], config, dev, group)
+        _execute_unit(store, unit, models[unit.model], grids[unit.model, SETTINGS.get(unit.setting).grids], config, dev, group)
     group.barrier()
     if group.is_main:
         store.merge(units)

@@ -1,82 +1,84 @@
 """The three evaluation settings of PAPER.md §1: GridPG, DiFull, DiPart.
 
-Each setting answers two questions for a batch of grids ``(B, C, n·H, n·W)`` and a layer:
+A setting runs a staged model on ``n × n`` grids ``(B, C, n·H, n·W)`` and answers, for a layer:
 
-* :meth:`Setting.activations`: the activations at that layer, grid-shaped ``(B, C', n·h, n·w)``;
-* :meth:`Setting.tail`: the function from those activations to the logits of some heads,
-  ``(N, C', n·h, n·w) → (N, len(heads), K)`` — the network that a method at that layer explains.
+* :meth:`Setting.activations`: the activations there, grid-shaped ``(B, C', n·h, n·w)``;
+* :meth:`Setting.tail`: the network from those activations to some heads, a :class:`~attreval.tail.Tail`.
 
-GridPG has one head (index 0) pooled over the whole grid. DiFull and DiPart have one head per cell.
-DiFull also answers what its separate cells make cheap: :meth:`Setting.row_tail` (each row through its
-own head's block only) and :meth:`Setting.head_regions` (the block each head can see).
+It also owns its protocol facts, so that run, bench, report and AggAtt never spell a setting's name:
+which grids it is evaluated on (:attr:`Setting.grids`: distinct classes, or the bottom-right cell repeating
+the top-left class), which cells are scored (:meth:`Setting.evaluated_cells`) and which head explains each
+(:meth:`Setting.heads_for`). A fourth setting is one class plus one registry line.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from attreval.grid import GridSpec, fold_cells, row_blocks, select_cells, unfold_cells
-from attreval.models.staged import StagedModel, split_model
+from attreval.models.splitters import split_model
+from attreval.models.staged import StagedModel
 from attreval.registry import Registry
+from attreval.tail import Tail
 
-Forward = Callable[[Tensor], Tensor]
-RowForward = Callable[[Tensor, Tensor], Tensor]
 SETTINGS: Registry[type["Setting"]] = Registry("setting")
+
+#: Grid kinds (``[grids]`` config keys): distinct classes, or the bottom-right cell repeating the top-left class.
+GRID_KINDS = {"gridpg": False, "disconnected": True}
 
 
 class Setting(ABC):
     """A way of running a staged model on an ``n × n`` grid.
 
     Args:
-        model: a torchvision/timm-style CNN or a :class:`StagedModel`.
+        model: a torchvision/timm-style CNN, any fx-traceable module, or a :class:`StagedModel`.
         n: grid size (cells per side).
+
+    Class attributes:
+        grids: the grid kind evaluated (a key of :data:`GRID_KINDS`).
+        pooled: whether there is one output pooled over the whole grid (GridPG) instead of one head per cell.
     """
 
     name: str = ""
     display: str = ""
+    grids: str = "disconnected"
+    pooled: bool = False
 
     def __init__(self, model: nn.Module | StagedModel, n: int):
-        if not isinstance(n, int) or n < 1:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise ValueError(f"expected a positive integer grid size n, got {n!r}")
         self.staged = split_model(model)
         self.n = n
 
     @property
     def num_heads(self) -> int:
-        return self.n * self.n
+        return 1 if self.pooled else self.n * self.n
 
     def default_heads(self) -> tuple[int, ...]:
         """Heads evaluated when none are named (DiFull/DiPart: the corners, PAPER.md §1.3)."""
-        return (0,) if self.n == 1 else (0, self.num_heads - 1)
+        return (0,) if self.pooled else GridSpec(self.n, 1, 1).corners
+
+    def evaluated_cells(self, all_cells: bool = False) -> tuple[int, ...]:
+        """Cells scored in the protocol: GridPG every cell (§1.2), DiFull/DiPart the corners (§1.3) unless
+        ``all_cells``."""
+        if self.pooled or all_cells:
+            return tuple(range(self.n * self.n))
+        return GridSpec(self.n, 1, 1).corners
+
+    def heads_for(self, cells: Sequence[int]) -> tuple[int, ...]:
+        """The head explaining each cell's class: GridPG's single output, else the cell's own head."""
+        return (0,) * len(cells) if self.pooled else tuple(int(c) for c in cells)
 
     @abstractmethod
     def activations(self, x: Tensor, layer: str) -> Tensor:
         """Activations at ``layer`` for grids ``x (B, C, n·H, n·W)``: ``(B, C', n·h, n·w)``, no autograd graph."""
 
     @abstractmethod
-    def tail(self, layer: str, heads: Sequence[int]) -> Forward:
-        """The function ``(N, C', n·h, n·w) → (N, len(heads), K)`` from the activations at ``layer``."""
-
-    def row_tail(self, layer: str, heads: Sequence[int]) -> RowForward | None:
-        """Like :meth:`tail`, but row r computes only head ``heads[index[r]]``: ``(x (N, …), index (N,)) → (N, K)``.
-
-        Given only where that is cheaper than one shared forward for all heads: when the heads see
-        disjoint blocks (DiFull), so a row that explains head h runs the network on block h alone.
-        ``None`` here (GridPG has one head; DiPart's heads share the whole backbone, so gradient methods
-        run one forward for all heads and one backward per head instead).
-        """
-        return None
-
-    def head_regions(self, size: tuple[int, int], heads: Sequence[int]) -> Tensor | None:
-        """``(len(heads), h, w)`` bool: the positions of a layer's ``h × w`` (grid-shaped) map that each head
-        can depend on, or ``None`` when every head may depend on every position (GridPG, DiPart).
-
-        Perturbation methods skip perturbations outside a head's region: their effect on it is exactly 0.
-        """
-        return None
+    def tail(self, layer: str, heads: Sequence[int]) -> Tail:
+        """The network ``(N, C', n·h, n·w) → (N, len(heads), K)`` from the activations at ``layer``."""
 
     def check_heads(self, heads: Sequence[int]) -> tuple[int, ...]:
         heads = tuple(int(h) for h in heads)
@@ -91,31 +93,67 @@ class Setting(ABC):
             return self.tail("input", heads)(x)
 
 
+class SettingTail(Tail):
+    """A tail of a setting: the stages from ``start`` on, for the setting's heads ``heads``."""
+
+    def __init__(self, setting: Setting, start: int, heads: Sequence[int]):
+        self.setting, self.start, self.heads = setting, start, setting.check_heads(heads)
+        self.staged, self.n = setting.staged, setting.n
+        self.modules = self.staged.modules_from(start, grid=setting.pooled)
+
+    def whole(self) -> Tail:
+        return type(self)(self.setting, 0, self.heads)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+class GridTail(SettingTail):
+    """GridPG's network: the rest of the backbone on the whole grid, then the grid head (one output)."""
+
+    def __init__(self, setting: Setting, start: int, heads: Sequence[int]):
+        super().__init__(setting, start, heads)
+        self.head = self.staged.grid_head_or_error()
+
+    def __call__(self, a: Tensor) -> Tensor:
+        out = self.head(self.staged.run(a, self.start))
+        return out[:, None, :].expand(-1, len(self.heads), -1)
+
+
 @SETTINGS.register("gridpg")
 class GridPG(Setting):
     """Grid Pointing Game: the whole grid through the model, one globally pooled output (§1.2)."""
 
-    name, display = "gridpg", "GridPG"
-
-    @property
-    def num_heads(self) -> int:
-        return 1
-
-    def default_heads(self) -> tuple[int, ...]:
-        return (0,)
+    name, display, grids, pooled = "gridpg", "GridPG", "gridpg", True
 
     def activations(self, x: Tensor, layer: str) -> Tensor:
         with torch.no_grad():
             return self.staged.run(x, 0, self.staged.index(layer))
 
-    def tail(self, layer: str, heads: Sequence[int] = (0,)) -> Forward:
-        heads, start, staged = self.check_heads(heads), self.staged.index(layer), self.staged
+    def tail(self, layer: str, heads: Sequence[int] = (0,)) -> Tail:
+        return GridTail(self, self.staged.index(layer), heads)
 
-        def forward(a: Tensor) -> Tensor:
-            out = staged.grid_head(staged.run(a, start))
-            return out[:, None, :].expand(-1, len(heads), -1)
 
-        return forward
+class CellTail(SettingTail):
+    """DiFull's network: head i runs the rest of the network on block i of the stitched map only.
+
+    ``rows`` runs each row through its own head's block alone, and ``regions`` says head i sees block i:
+    nothing outside cell i can reach head i.
+    """
+
+    separable = True
+
+    def __call__(self, a: Tensor) -> Tensor:
+        blocks = select_cells(a, self.n, self.heads)  # (N·H, C', h, w)
+        out = self.staged.cell_head(self.staged.run(blocks, self.start))
+        return out.view(a.shape[0], len(self.heads), -1)
+
+    def rows(self, a: Tensor, index: Tensor) -> Tensor:
+        cells = torch.as_tensor(self.heads, device=a.device)[index.to(a.device)]
+        return self.staged.cell_head(self.staged.run(row_blocks(a, self.n, cells), self.start))
+
+    def regions(self, size: tuple[int, int]) -> Tensor:
+        return GridSpec(self.n, 1, 1).cell_masks(*size)[list(self.heads)]
 
 
 @SETTINGS.register("difull")
@@ -123,8 +161,7 @@ class DiFull(Setting):
     """Disconnected, full: every cell through the backbone on its own, one head per cell (§1.3).
 
     Cells are folded into the batch, so all cells share one backbone pass. At a hidden layer the
-    per-cell activations are stitched into a grid; head i runs the rest of the network on block i only,
-    so nothing outside cell i can reach head i.
+    per-cell activations are stitched into a grid (:class:`CellTail`).
     """
 
     name, display = "difull", "DiFull"
@@ -134,28 +171,16 @@ class DiFull(Setting):
             cells = self.staged.run(fold_cells(x, self.n), 0, self.staged.index(layer))
         return unfold_cells(cells, self.n)
 
-    def tail(self, layer: str, heads: Sequence[int]) -> Forward:
-        heads, start, staged, n = self.check_heads(heads), self.staged.index(layer), self.staged, self.n
+    def tail(self, layer: str, heads: Sequence[int]) -> Tail:
+        return CellTail(self, self.staged.index(layer), heads)
 
-        def forward(a: Tensor) -> Tensor:
-            blocks = select_cells(a, n, heads)  # (N·len(heads), C', h, w)
-            out = staged.cell_head(staged.run(blocks, start))
-            return out.view(a.shape[0], len(heads), -1)
 
-        return forward
+class PartTail(SettingTail):
+    """DiPart's network: the rest of the backbone on the whole grid, then head i on block i of its features."""
 
-    def row_tail(self, layer: str, heads: Sequence[int]) -> RowForward:
-        heads, start, staged, n = self.check_heads(heads), self.staged.index(layer), self.staged, self.n
-
-        def forward(a: Tensor, index: Tensor) -> Tensor:
-            cells = torch.as_tensor(heads, device=a.device)[index]
-            return staged.cell_head(staged.run(row_blocks(a, n, cells), start))
-
-        return forward
-
-    def head_regions(self, size: tuple[int, int], heads: Sequence[int]) -> Tensor:
-        """Head i depends on block i of the stitched map only (its cell ran through the backbone alone)."""
-        return GridSpec(self.n, 1, 1).cell_masks(*size)[list(self.check_heads(heads))]
+    def __call__(self, a: Tensor) -> Tensor:
+        blocks = select_cells(self.staged.run(a, self.start), self.n, self.heads)
+        return self.staged.cell_head(blocks).view(a.shape[0], len(self.heads), -1)
 
 
 @SETTINGS.register("dipart")
@@ -168,14 +193,8 @@ class DiPart(Setting):
         with torch.no_grad():
             return self.staged.run(x, 0, self.staged.index(layer))
 
-    def tail(self, layer: str, heads: Sequence[int]) -> Forward:
-        heads, start, staged, n = self.check_heads(heads), self.staged.index(layer), self.staged, self.n
-
-        def forward(a: Tensor) -> Tensor:
-            blocks = select_cells(staged.run(a, start), n, heads)
-            return staged.cell_head(blocks).view(a.shape[0], len(heads), -1)
-
-        return forward
+    def tail(self, layer: str, heads: Sequence[int]) -> Tail:
+        return PartTail(self, self.staged.index(layer), heads)
 
 
 def make_setting(name: str | Setting, model: nn.Module | StagedModel, n: int) -> Setting:

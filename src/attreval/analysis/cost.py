@@ -1,6 +1,6 @@
 """Counting the passes a method makes: the cost model of PAPER.md §7 measured, not assumed.
 
-A :class:`PassCounter` wraps a task's forward functions. Every call adds its batch rows to
+A :class:`PassCounter` wraps a task's tail (:class:`CountedTail`). Every call adds its batch rows to
 ``forward_rows``; when the input requires grad, a hook on it adds the rows to ``backward_rows`` each
 time a backward pass reaches it (gradient methods on GridPG/DiPart run one forward and one backward per
 target). Divided by the number of grids this gives forward and backward passes per grid image.
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
 
 from attreval.methods.base import Task
+from attreval.tail import Tail
 
 
 @dataclass
@@ -26,38 +26,27 @@ class PassCounter:
     backward_rows: int = 0
     calls: int = 0
     image_rows: int = 0  # rows of the whole network from the image (Score-CAM), also in forward_rows
-    head_rows: int = 0  # rows through one head's network only (task.row_forward; DiFull: one block), also in forward_rows
+    head_rows: int = 0  # rows through one head's network only (a separable tail's rows; DiFull: one block), also in forward_rows
     graph_rows: int = 0  # rows whose forward recorded an autograd graph (gradient methods), also in forward_rows
-    head_graph_rows: int = 0  # those of them that went through task.row_forward
+    head_graph_rows: int = 0  # those of them that went through a separable tail's rows
 
-    def wrap(self, forward: Callable[[Tensor], Tensor], whole_network: bool = False, one_head: bool = False) -> Callable[[Tensor], Tensor]:
-        def counted(x: Tensor) -> Tensor:
-            self.calls += 1
-            self.forward_rows += x.shape[0]
-            self.image_rows += x.shape[0] if whole_network else 0
-            self.head_rows += x.shape[0] if one_head else 0
-            if torch.is_grad_enabled() and x.requires_grad:
-                self.graph_rows += x.shape[0]
-                self.head_graph_rows += x.shape[0] if one_head else 0
-                x.register_hook(lambda grad: self._count_backward(grad.shape[0]))
-            return forward(x)
-
-        return counted
+    def count(self, x: Tensor, whole_network: bool = False, one_head: bool = False) -> None:
+        """Count one call on ``x``; a hook on ``x`` counts the backward passes that reach it."""
+        self.calls += 1
+        self.forward_rows += x.shape[0]
+        self.image_rows += x.shape[0] if whole_network else 0
+        self.head_rows += x.shape[0] if one_head else 0
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.graph_rows += x.shape[0]
+            self.head_graph_rows += x.shape[0] if one_head else 0
+            x.register_hook(lambda grad: self._count_backward(grad.shape[0]))
 
     def _count_backward(self, rows: int) -> None:
         self.backward_rows += rows
 
     def instrument(self, task: Task) -> Task:
-        """A copy of ``task`` whose forwards are counted."""
-        image_forward = None if task.image_forward is None else self.wrap(task.image_forward, whole_network=True)
-        row_forward = None
-        if task.row_forward is not None:
-            rows = task.row_forward
-
-            def row_forward(x: Tensor, index: Tensor) -> Tensor:
-                return self.wrap(lambda inputs: rows(inputs, index), one_head=True)(x)
-
-        return dataclasses.replace(task, forward=self.wrap(task.forward), image_forward=image_forward, row_forward=row_forward)
+        """A copy of ``task`` whose tail counts its passes."""
+        return dataclasses.replace(task, tail=CountedTail(task.tail, self))
 
     def add(self, other: "PassCounter") -> None:
         """Add the counts of ``other`` to these."""
@@ -71,3 +60,25 @@ class PassCounter:
             "image_passes": self.image_rows / grids,
             "head_passes": self.head_rows / grids,
         }
+
+
+class CountedTail(Tail):
+    """A tail that counts every pass through ``inner`` in ``counter`` and otherwise behaves like it."""
+
+    def __init__(self, inner: Tail, counter: PassCounter, whole_network: bool = False):
+        self.inner, self.counter, self.whole_network = inner, counter, whole_network
+        self.heads, self.modules, self.separable = inner.heads, inner.modules, inner.separable
+
+    def __call__(self, x: Tensor) -> Tensor:
+        self.counter.count(x, whole_network=self.whole_network)
+        return self.inner(x)
+
+    def rows(self, x: Tensor, index: Tensor) -> Tensor:
+        self.counter.count(x, whole_network=self.whole_network, one_head=self.inner.separable)
+        return self.inner.rows(x, index)
+
+    def regions(self, size: tuple[int, int]) -> Tensor | None:
+        return self.inner.regions(size)
+
+    def whole(self) -> Tail:
+        return CountedTail(self.inner.whole(), self.counter, whole_network=True)

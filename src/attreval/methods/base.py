@@ -1,6 +1,9 @@
 """What every attribution method shares: the :class:`Task` it explains, the method interface, the
 registry, and the two batched primitives (target gradients, target logits of perturbed inputs).
 
+A method asks ``task.tail`` (:class:`~attreval.tail.Tail`) what it can do (``separable``, ``regions``,
+``whole``, ``modules``); it never branches on which setting made it.
+
 A method is a frozen dataclass of its hyper-parameters with ``__call__(task) -> maps``; its paper
 configuration is the instance registered under its name (PAPER.md §4). Maps are ``(B, T, h, w)``
 float32 at the resolution of ``task.inputs``, summed over channels, sign kept: a ReLU that defines a
@@ -15,40 +18,37 @@ import torch
 from torch import Tensor
 
 from attreval.registry import Registry
+from attreval.tail import Tail, as_tail
 
 Forward = Callable[[Tensor], Tensor]
 
 
 @dataclass(frozen=True, eq=False)
 class Task:
-    """One attribution job: explain ``forward`` at ``inputs`` for T targets per example.
+    """One attribution job: explain ``tail`` at ``inputs`` for T targets per example.
 
     Attributes:
-        forward: ``(N, C, h, w) → (N, H, K)`` logits of H heads (the network from the layer on).
+        tail: the network from the layer on, ``(N, C, h, w) → (N, H, K)`` logits of H heads
+            (a :class:`~attreval.tail.Tail`; a plain callable is wrapped as a tail without capabilities).
         inputs: ``(B, C, h, w)`` activations at the layer (the image at the input layer), detached.
         heads: ``LongTensor (T,)``: the head (index into H) of each target column.
         classes: ``LongTensor (B, T)``: the class explained in each target column.
         layer: the layer name (``"input"`` or a stage); presets may depend on whether it is the input.
-        image: ``(B, C0, H0, W0)`` the grid images (Score-CAM masks the image at every layer).
-        image_forward: ``(N, C0, H0, W0) → (N, H, K)``, the whole network from the image.
+        image: ``(B, C0, H0, W0)`` the grid images (Score-CAM masks the image at every layer, through
+            ``tail.whole()``).
         chunk_size: most inputs per forward pass (IG steps, windows, masks, channels, targets).
-        row_forward: optional ``(x (N, C, h, w), heads (N,)) → (N, K)``, the logits of each row's own head
-            only. A setting gives it when its heads see disjoint blocks (DiFull), so that explaining one
-            head costs only that head's block; gradient methods then use it (:func:`example_gradients`).
     """
 
-    forward: Forward
+    tail: Tail
     inputs: Tensor
     heads: Tensor
     classes: Tensor
     layer: str = "input"
     image: Tensor | None = None
-    image_forward: Forward | None = None
     chunk_size: int = 16
-    row_forward: Callable[[Tensor, Tensor], Tensor] | None = None
-    head_regions: Tensor | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "tail", as_tail(self.tail))
         if self.inputs.dim() != 4:
             raise ValueError(f"expected inputs of shape (B, C, h, w), got {tuple(self.inputs.shape)}")
         if self.classes.dim() != 2 or self.classes.shape[0] != self.inputs.shape[0]:
@@ -57,10 +57,6 @@ class Task:
             )
         if self.heads.shape != (self.classes.shape[1],):
             raise ValueError(f"expected heads of shape (T={self.classes.shape[1]},), got {tuple(self.heads.shape)}")
-        if self.head_regions is not None and self.head_regions.shape[1:] != self.inputs.shape[-2:]:
-            raise ValueError(
-                f"expected head_regions of shape (H, {self.inputs.shape[-2]}, {self.inputs.shape[-1]}), got {tuple(self.head_regions.shape)}"
-            )
         if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
             raise ValueError(f"expected a positive integer chunk_size, got {self.chunk_size!r}")
 
@@ -147,8 +143,7 @@ def pick_targets(out: Tensor, heads: Tensor, classes: Tensor) -> Tensor:
 
 
 def target_gradients(
-    forward: Forward, x: Tensor, heads: Tensor, classes: Tensor, chunk_size: int,
-    row_forward: Callable[[Tensor, Tensor], Tensor] | None = None,
+    tail: Tail | Forward, x: Tensor, heads: Tensor, classes: Tensor, chunk_size: int, rows: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Gradient of each row's own target logit with respect to that row.
 
@@ -156,7 +151,7 @@ def target_gradients(
 
     Args:
         x: ``(N, C, h, w)`` inputs; heads, classes: ``(N,)`` the logit each row explains.
-        row_forward: if given, used instead of ``forward`` to compute only each row's own head.
+        rows: compute only each row's own head (``tail.rows``) instead of all heads (``tail(x)``).
 
     Returns:
         grads ``(N, C, h, w)`` and the explained logits ``(N,)``, both detached.
@@ -165,10 +160,10 @@ def target_gradients(
     for part in chunks(x.shape[0], chunk_size):
         leaf = x[part].detach().requires_grad_(True)
         with torch.enable_grad():
-            if row_forward is None:
-                y = pick(forward(leaf), heads[part], classes[part])
+            if not rows:
+                y = pick(tail(leaf), heads[part], classes[part])
             else:
-                out = row_forward(leaf, heads[part].to(leaf.device))
+                out = tail.rows(leaf, heads[part].to(leaf.device))
                 y = pick(out[:, None], torch.zeros_like(heads[part]), classes[part])
             (grad,) = torch.autograd.grad(y.sum(), leaf)
         grads[part], logits[part] = grad, y.detach()
@@ -176,7 +171,7 @@ def target_gradients(
 
 
 def shared_forward_gradients(
-    forward: Forward, x: Tensor, heads: Tensor, classes: Tensor, chunk_size: int
+    tail: Tail | Forward, x: Tensor, heads: Tensor, classes: Tensor, chunk_size: int
 ) -> tuple[Tensor, Tensor]:
     """Gradients of all T targets of every row from one forward per row and one backward per target.
 
@@ -194,7 +189,7 @@ def shared_forward_gradients(
     for part in chunks(x.shape[0], max(1, chunk_size // t)):
         leaf = x[part].detach().requires_grad_(True)
         with torch.enable_grad():
-            y = pick_targets(forward(leaf)[:, None], heads, classes[part])[:, 0]  # (n, T)
+            y = pick_targets(tail(leaf)[:, None], heads, classes[part])[:, 0]  # (n, T)
             for column in range(t):
                 (grads[part, column],) = torch.autograd.grad(y[:, column].sum(), leaf, retain_graph=column < t - 1)
         logits[part] = y.detach()
@@ -204,9 +199,9 @@ def shared_forward_gradients(
 def example_gradients(task: Task, x: Tensor, example: Tensor) -> tuple[Tensor, Tensor]:
     """Gradients of all T targets of ``task`` at inputs ``x (N, C, h, w)``; row i belongs to example ``example[i]``.
 
-    Two routes with the same result: when the task has a ``row_forward`` (heads that see disjoint blocks,
+    Two routes with the same result: when the tail is ``separable`` (heads that see disjoint blocks,
     DiFull), every (row, target) pair runs only its own head's block, one forward and backward each;
-    otherwise (GridPG, DiPart: the heads share the backbone) each row runs one forward and one backward
+    otherwise (heads that share the backbone: GridPG, DiPart) each row runs one forward and one backward
     per target (:func:`shared_forward_gradients`), which saves T − 1 forwards per row.
 
     Returns:
@@ -214,11 +209,11 @@ def example_gradients(task: Task, x: Tensor, example: Tensor) -> tuple[Tensor, T
     """
     t, classes = task.num_targets, task.classes.to(x.device)[example]  # (N, T)
     heads = task.heads.to(x.device)
-    if task.row_forward is None or t == 1:
-        return shared_forward_gradients(task.forward, x, heads, classes, task.chunk_size)
+    if not task.tail.separable or t == 1:
+        return shared_forward_gradients(task.tail, x, heads, classes, task.chunk_size)
     grads, logits = target_gradients(
-        task.forward, x.repeat_interleave(t, dim=0), heads.repeat(x.shape[0]), classes.reshape(-1),
-        task.chunk_size, task.row_forward,
+        task.tail, x.repeat_interleave(t, dim=0), heads.repeat(x.shape[0]), classes.reshape(-1),
+        task.chunk_size, rows=True,
     )
     return grads.view(x.shape[0], t, *x.shape[1:]), logits.view(x.shape[0], t)
 
@@ -228,7 +223,7 @@ def perturbed_targets(
     perturb: Callable[[slice], Tensor],
     count: int,
     *,
-    forward: Forward | None = None,
+    tail: Tail | None = None,
     softmax: bool = False,
 ) -> Tensor:
     """Target outputs of ``count`` perturbed copies of every example, all T targets from each forward.
@@ -236,21 +231,21 @@ def perturbed_targets(
     Args:
         perturb: ``part → (B, len(part), C, h, w)``: the variants ``part`` of every example.
         count: number of variants P.
-        forward: the function to run (default ``task.forward``; Score-CAM passes ``task.image_forward``).
+        tail: the network to run (default ``task.tail``; Score-CAM passes ``task.tail.whole()``).
         softmax: return each head's softmax probabilities instead of logits (RISE, Score-CAM).
 
     Returns:
         ``(B, P, T)`` float32, computed under ``torch.no_grad`` with at most ~``task.chunk_size`` inputs
         per forward (at least one variant of every example).
     """
-    forward = task.forward if forward is None else forward
+    tail = task.tail if tail is None else tail
     per_chunk = max(1, task.chunk_size // task.batch)
     out = []
     with torch.no_grad():
         for part in chunks(count, per_chunk):
             variants = perturb(part)
             b, p = variants.shape[:2]
-            logits = forward(variants.flatten(0, 1)).unflatten(0, (b, p))
+            logits = tail(variants.flatten(0, 1)).unflatten(0, (b, p))
             if softmax:
                 logits = logits.float().softmax(dim=-1)
             out.append(pick_targets(logits, task.heads, task.classes).float())

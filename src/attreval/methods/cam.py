@@ -157,7 +157,7 @@ class ScoreCAM(Method):
     """Score-CAM (Wang et al. 2020): w_k = softmax of the explained head at class c for the image masked by
     the upsampled, min–max normalised A_k (PAPER.md §4.2).
 
-    Runs ``task.image_forward`` (the full network from the image) on C masked images per example, in chunks
+    Runs ``task.tail.whole()`` (the full network from the image) on C masked images per example, in chunks
     of ``task.chunk_size``, all T targets from each forward. Two fixes to the paper's code (§4.2 caveats):
     the softmax is that of each target's own head (``task.heads``), and a constant channel (0/0 in the
     normalisation) gets weight 0.
@@ -167,15 +167,16 @@ class ScoreCAM(Method):
     family = "activation"
 
     def __call__(self, task: Task) -> Tensor:
-        if task.image is None or task.image_forward is None:
-            raise ValueError("expected a task with image and image_forward for Score-CAM, got None")
+        if task.image is None:
+            raise ValueError("expected a task with the grid images for Score-CAM, got image=None")
+        whole = task.tail.whole()
         a, image = task.inputs, task.image
         size = tuple(image.shape[-2:])
 
         def perturb(part: slice) -> Tensor:
             return score_masks(a, part, size).to(image.dtype)[:, :, None] * image[:, None]
 
-        scores = perturbed_targets(task, perturb, a.shape[1], forward=task.image_forward, softmax=True)
+        scores = perturbed_targets(task, perturb, a.shape[1], tail=whole, softmax=True)
         constant = (a.amax(dim=(-2, -1)) == a.amin(dim=(-2, -1)))[:, None, :]  # (B, 1, C)
         return weighted_cam(scores.transpose(1, 2).masked_fill(constant, 0), a)
 

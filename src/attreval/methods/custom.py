@@ -31,7 +31,7 @@ class FunctionMethod(Method):
         head = int(task.heads[t])
 
         def forward(x: Tensor) -> Tensor:
-            return task.forward(x)[:, head]
+            return task.tail(x)[:, head]
 
         out = self.fn(forward, task.inputs.clone(), task.classes[:, t].clone())
         if not isinstance(out, Tensor) or out.dim() not in (3, 4) or out.shape[0] != task.batch:

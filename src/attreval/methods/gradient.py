@@ -1,6 +1,6 @@
 """Backpropagation-based methods (PAPER.md §4.1): Grad, Guided Backprop, Input×Gradient, IntGrad.
 
-Every method here explains ``task.forward`` (f_explain of PAPER.md §2) with respect to ``task.inputs``
+Every method here explains ``task.tail`` (f_explain of PAPER.md §2) with respect to ``task.inputs``
 (the activations at the layer) and returns ``(B, T, h, w)`` float32 maps summed over channels.
 """
 from __future__ import annotations
@@ -8,13 +8,14 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from attreval.methods.base import Method, Task, chunks, example_gradients, register
+from attreval.tail import module_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -61,36 +62,33 @@ class GuidedReLU(torch.autograd.Function):
 
 
 def _guide_relu(module: nn.Module, inputs: Any, output: Any) -> Tensor | None:
-    """Forward hook: route the output of every ``nn.ReLU`` that runs with autograd on through :class:`GuidedReLU`."""
-    if isinstance(module, nn.ReLU) and isinstance(output, Tensor) and torch.is_grad_enabled():
+    """Forward hook of an ``nn.ReLU``: route its output through :class:`GuidedReLU` when autograd is on."""
+    if isinstance(output, Tensor) and torch.is_grad_enabled():
         return GuidedReLU.apply(output)
     return None
 
 
 @contextmanager
-def guided_relus() -> Iterator[None]:
-    """Within the block, every ``nn.ReLU`` module that runs back-propagates only positive gradients.
+def guided_relus(modules: Iterable[nn.Module]) -> Iterator[None]:
+    """Within the block, every ``nn.ReLU`` among ``modules`` (the tail's: f_explain) back-propagates only
+    positive gradients.
 
-    A global forward hook (``register_module_forward_hook``) is used because a :class:`Task` exposes its
-    forward function, not its modules: the hook reaches exactly the ``nn.ReLU`` modules that f_explain runs
-    (the activations before the layer are precomputed), as Captum's GuidedBackprop does for the modules of
-    the model it wraps (PAPER.md §4.1). Functional ``F.relu`` calls are not modified (as in Captum). The
-    caller's modules are never touched; the hook is removed in ``finally``, also when the forward raises.
-    It is process-wide while active: do not run other models in other threads meanwhile.
+    The hooks are scoped to those modules (:func:`~attreval.tail.module_hooks`), as Captum's GuidedBackprop
+    hooks the modules of the model it wraps (PAPER.md §4.1), and removed in ``finally``, also when the
+    forward raises; other models in the process are not affected. The activations before the layer are
+    computed without autograd, so only f_explain's ReLUs are guided. Functional ``F.relu`` calls are not
+    modified (as in Captum).
     """
-    handle = torch.nn.modules.module.register_module_forward_hook(_guide_relu)
-    try:
+    with module_hooks(modules, nn.ReLU, _guide_relu):
         yield
-    finally:
-        handle.remove()
 
 
 @dataclass(frozen=True)
 class GuidedBackprop(Method):
     """Guided Backprop (Springenberg et al. 2015), then absolute value, summed over channels (PAPER.md §4.1).
 
-    The backward pass of every ``nn.ReLU`` module in f_explain passes only positive gradients
-    (:func:`guided_relus`). Maps ``(B, T, h, w)`` float32, non-negative when ``absolute``.
+    The backward pass of every ``nn.ReLU`` module of the tail (``task.tail.modules``) passes only positive
+    gradients (:func:`guided_relus`). Maps ``(B, T, h, w)`` float32, non-negative when ``absolute``.
     """
 
     display = "Guided Backprop"
@@ -98,7 +96,7 @@ class GuidedBackprop(Method):
     absolute: bool = True
 
     def __call__(self, task: Task) -> Tensor:
-        with guided_relus():
+        with guided_relus(task.tail.modules):
             grads, _ = input_gradients(task)
         grads = grads.abs() if self.absolute else grads
         return grads.sum(dim=2).float()

@@ -1,6 +1,6 @@
 """Perturbation-based methods (PAPER.md §4.3): Occlusion and RISE.
 
-Both run many perturbed copies of every example through ``task.forward`` with
+Both run many perturbed copies of every example through ``task.tail`` with
 :func:`~attreval.methods.base.perturbed_targets`, which gathers all T targets from each forward and
 batches at most ~``task.chunk_size`` inputs per pass. At hidden layers the perturbation acts on the
 activations (occluded value 0; RISE masks multiply the activations), PAPER.md §2.
@@ -115,10 +115,11 @@ class Occlusion(Method):
         x = task.inputs
         rows = interval_masks(x.shape[-2], kernel, stride, x.device)  # (Pr, h)
         cols = interval_masks(x.shape[-1], kernel, stride, x.device)  # (Pc, w)
-        if task.head_regions is None or task.row_forward is None:
+        regions = task.tail.regions(tuple(x.shape[-2:])) if task.tail.separable else None
+        if regions is None:
             drops = window_drops(task, rows, cols)
         else:
-            drops = window_drops_per_head(task, rows, cols)
+            drops = window_drops_per_head(task, rows, cols, regions.to(x.device))
         rows, cols = rows.float(), cols.float()
         area = rows.sum(1)[:, None] * cols.sum(1)[None, :]  # (Pr, Pc)
         delta = drops.unflatten(1, area.shape) / area[None, :, :, None]
@@ -140,26 +141,26 @@ def window_drops(task: Task, rows: Tensor, cols: Tensor) -> Tensor:
     return clean - perturbed_targets(task, windows, rows.shape[0] * cols.shape[0])
 
 
-def window_drops_per_head(task: Task, rows: Tensor, cols: Tensor) -> Tensor:
-    """:func:`window_drops` for a task whose heads see only their ``head_regions`` (DiFull).
+def window_drops_per_head(task: Task, rows: Tensor, cols: Tensor, regions: Tensor) -> Tensor:
+    """:func:`window_drops` for a task whose heads see only their ``regions (H, h, w)`` (DiFull's tail).
 
     A window outside head u's region leaves u's logits unchanged, so its drop is exactly 0 and it is not
-    run; a window inside is run through head u alone (``task.row_forward``). Same maps as running every
+    run; a window inside is run through head u alone (``task.tail.rows``). Same maps as running every
     window through every head, in far fewer block passes (2×2 grid, corner heads: ~1/4).
     """
     x, b, t = task.inputs, task.batch, task.num_targets
     heads, classes = task.heads.to(x.device), task.classes.to(x.device)
-    regions = task.head_regions.to(x.device).float()
+    regions = regions.float()
     hits = torch.einsum("ph,qw,uhw->pqu", rows.float(), cols.float(), regions) > 0  # window overlaps head u
     index, head = hits.flatten(0, 1).nonzero(as_tuple=True)  # (window, head) pairs to run
     drops = torch.zeros((b, rows.shape[0] * cols.shape[0], t), device=x.device)
     with torch.no_grad():
-        clean = torch.stack([task.row_forward(x, torch.full((b,), u, device=x.device)) for u in range(regions.shape[0])])
+        clean = torch.stack([task.tail.rows(x, torch.full((b,), u, device=x.device)) for u in range(regions.shape[0])])
         check_classes(classes, clean.shape[-1])
         clean = clean[heads].gather(2, classes.T[..., None])[..., 0].T.float()  # (B, T)
         for part in chunks(index.numel(), max(1, task.chunk_size // b)):
             windows, own = index[part], head[part]
-            out = task.row_forward(occluded(x, rows, cols, windows).flatten(0, 1), own.repeat(b))
+            out = task.tail.rows(occluded(x, rows, cols, windows).flatten(0, 1), own.repeat(b))
             out = out.unflatten(0, (b, -1)).float()  # (B, q, K)
             for column in range(t):
                 hit = own == heads[column]

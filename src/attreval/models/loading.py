@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from attreval.models.staged import split_model
+from attreval.models.splitters import split_model
 from attreval.models.zoo import MODELS, load_default_model
 
 

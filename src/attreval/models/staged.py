@@ -1,29 +1,30 @@
-"""A CNN as a sequence of named stages plus heads (PAPER.md §1.2–§1.4, §2).
+"""A CNN as a sequence of named stages plus two heads (PAPER.md §1.2–§1.4, §2).
 
 A *layer* is a point between stages: ``"input"`` (the image) or the name of the stage that ends there.
 Attributing at layer L means treating the activations at L as the input of the rest of the network
 (ML-Att), so every method works at every layer without layer-specific code.
 
-Two heads are kept apart because the settings pool differently:
+Two heads are kept apart because the settings pool differently; both are ``nn.Module`` s, so a module
+hook (Guided Backprop, LRP) sees the classifier in every setting:
 
 * ``cell_head`` maps the backbone features of **one cell** ``(B, C, d, d)`` to logits ``(B, K)``; it is the
   model's own, unmodified classifier (DiFull, DiPart).
-* ``grid_head`` maps the features of a **whole grid** ``(B, C, n·d, n·d)`` to one output ``(B, K)`` by
-  sliding the classifier over the map and averaging (GridPG). For global-average-pooling models this is
-  the model's own head; a fully connected VGG classifier becomes a stride-1 convolution whose first
-  kernel is ``d × d`` (§1.2).
+* ``grid_head`` maps the features of a **whole grid** ``(B, C, n·d, n·d)`` to one output ``(B, K)`` (GridPG).
+  For global-pooling models it is the model's own head; a fully connected VGG classifier becomes
+  ``Conv2d`` modules sliding with stride 1, averaged over the windows (§1.2). ``None`` when the model's
+  head cannot be pooled over a grid (GridPG is then refused with a one-line error).
+
+The splitters that build a :class:`StagedModel` from a torchvision/timm/any model live in
+:mod:`attreval.models.splitters`; every split is checked against the model's own output
+(:meth:`StagedModel.verify`).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
-
-Head = Callable[[Tensor], Tensor]
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,17 +33,39 @@ class StagedModel:
 
     Attributes:
         stages: ``(name, module)`` pairs; stage i maps the activations at layer i-1 to layer i.
-        cell_head: one cell's backbone features ``(B, C, d, d)`` → logits ``(B, K)``.
-        grid_head: a grid's backbone features ``(B, C, n·d, n·d)`` → logits ``(B, K)``.
+        cell_head: ``nn.Module``: one cell's final features ``(B, C, d, d)`` → logits ``(B, K)``.
+        grid_head: ``nn.Module`` or ``None``: a grid's final features ``(B, C, n·d, n·d)`` → logits ``(B, K)``.
         aliases: paper layer names (``"middle"``, ``"final"``) → stage names.
         architecture: a short description used in error messages and metadata.
+        window: for a fully connected classifier, the side ``d`` of the final features it was trained on
+            (GridPG slides it over the grid, so a grid's cells must give exactly ``d × d`` features); ``None``
+            for pooling heads, which take any size.
     """
 
     stages: tuple[tuple[str, nn.Module], ...]
-    cell_head: Head
-    grid_head: Head
+    cell_head: nn.Module
+    grid_head: nn.Module | None
     aliases: dict[str, str] = field(default_factory=dict)
     architecture: str = "custom"
+    window: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple((str(name), module) for name, module in self.stages))
+        if not self.stages:
+            raise ValueError(f"expected at least one stage in the StagedModel of {self.architecture}, got none")
+        for name, module in self.stages:
+            if not callable(module):
+                raise TypeError(f"expected a callable module for stage '{name}', got {type(module).__name__}")
+        names = [name for name, _ in self.stages]
+        if len(set(names)) != len(names) or "input" in names:
+            raise ValueError(f"expected distinct stage names other than 'input', got {names}")
+        for head in ("cell_head", "grid_head"):
+            value = getattr(self, head)
+            if value is not None and not isinstance(value, nn.Module):
+                raise TypeError(f"expected {head} to be an nn.Module (wrap a function in attreval.models.Lambda), got {type(value).__name__}")
+        for alias, target in self.aliases.items():
+            if target not in names:
+                raise ValueError(f"expected alias '{alias}' to name a stage, got '{target}' (stages: {', '.join(names)})")
 
     @property
     def layer_names(self) -> list[str]:
@@ -64,158 +87,113 @@ class StagedModel:
         return self.layer_names.index(self.resolve(layer))
 
     def run(self, x: Tensor, start: int = 0, end: int | None = None) -> Tensor:
-        """Activations at layer ``end`` from activations at layer ``start`` (indices as :meth:`index`)."""
+        """Activations at layer ``end`` (default: after the last stage) from activations at layer ``start``."""
         end = len(self.stages) if end is None else end
         for _, module in self.stages[start:end]:
             x = module(x)
         return x
 
-    def modules(self) -> list[nn.Module]:
-        """Every module the staged model runs (stages and head owners)."""
-        return [module for _, module in self.stages]
-
-
-# --------------------------------------------------------------------------------------------------
-# ResNet family (torchvision, timm): conv1 … layerK / avgpool / fc
-
-
-def is_resnet_like(model: nn.Module) -> bool:
-    return all(hasattr(model, a) for a in ("conv1", "bn1", "layer1", "fc")) and _pool_of(model) is not None
-
-
-def _pool_of(model: nn.Module) -> nn.Module | None:
-    return getattr(model, "avgpool", None) or getattr(model, "global_pool", None)
-
-
-def split_resnet(model: nn.Module) -> StagedModel:
-    """Stages ``conv1`` (conv, BN, ReLU), ``layer1`` (max-pool + layer1), ``layer2`` … ``layerK``.
-
-    PAPER.md §2: ResNet18 layers are input, the ReLU after conv1, and the outputs of layer1…layer4;
-    middle = ``layer2`` (Conv3_x), final = ``layer4`` (Conv5_x). For K stages: middle = ``layer⌈K/2⌉``.
-    """
-    act = getattr(model, "relu", None) or getattr(model, "act1", None)
-    if act is None:
-        raise ValueError("expected a ResNet-like model with a 'relu' or 'act1' module after bn1, found neither")
-    layers = []
-    k = 1
-    while hasattr(model, f"layer{k}"):
-        layers.append(f"layer{k}")
-        k += 1
-    stages = [("conv1", nn.Sequential(model.conv1, model.bn1, act))]
-    stages.append(("layer1", nn.Sequential(getattr(model, "maxpool", nn.Identity()), model.layer1)))
-    stages += [(name, getattr(model, name)) for name in layers[1:]]
-    pool, fc = _pool_of(model), model.fc
-
-    def head(features: Tensor) -> Tensor:
-        return fc(torch.flatten(pool(features), 1))
-
-    aliases = {"middle": layers[math.ceil(len(layers) / 2) - 1], "final": layers[-1]}
-    return StagedModel(tuple(stages), head, head, aliases, f"ResNet-like {type(model).__name__}")
-
-
-# --------------------------------------------------------------------------------------------------
-# VGG family (torchvision): features / avgpool / classifier
-
-
-def is_vgg_like(model: nn.Module) -> bool:
-    features, classifier = getattr(model, "features", None), getattr(model, "classifier", None)
-    return (
-        isinstance(features, nn.Sequential)
-        and isinstance(classifier, (nn.Sequential, nn.Linear))
-        and any(isinstance(m, nn.Conv2d) for m in features)
-        and any(isinstance(m, nn.Linear) for m in _as_sequence(classifier))
-    )
-
-
-def _as_sequence(module: nn.Module) -> list[nn.Module]:
-    return list(module) if isinstance(module, nn.Sequential) else [module]
-
-
-def split_vgg(model: nn.Module) -> StagedModel:
-    """Stages end after the ReLU of every conv (``conv1`` … ``convK``); the modules after the last ReLU
-    (the final max-pool) form the stage ``pool``.
-
-    PAPER.md §2: VGG11 middle = Conv5 (``features[12]``), final = Conv8 (``features[19]``, before the last
-    max-pool). The general rule: final = the last conv; middle = the first conv of block ⌈blocks/2⌉
-    (0-based, blocks separated by max-pools), which gives Conv5 for VGG11 and Conv3 for the CIFAR-10
-    VGG11 without its last two convs (PAPER.md §2 table).
-    """
-    stages, current, block_of_conv, block, seen_conv = [], [], [], 0, False
-    for module in model.features:
-        current.append(module)
-        if isinstance(module, nn.Conv2d):
-            seen_conv = True
-            block_of_conv.append(block)
-        elif isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
-            block += 1
-        elif isinstance(module, nn.ReLU) and seen_conv:
-            stages.append((f"conv{len(stages) + 1}", nn.Sequential(*current)))
-            current, seen_conv = [], False
-    if not stages:
-        raise ValueError("expected a VGG-like 'features' with Conv2d → ReLU modules, found no ReLU after a conv")
-    if current:
-        stages.append(("pool", nn.Sequential(*current)))
-    num_blocks = max(block_of_conv) + 1
-    middle = block_of_conv.index(min(math.ceil(num_blocks / 2), num_blocks - 1)) + 1
-    aliases = {"middle": f"conv{middle}", "final": f"conv{len(block_of_conv)}"}
-    channels = [m.out_channels for m in model.features if isinstance(m, nn.Conv2d)][-1]
-    cell_head, grid_head = vgg_heads(model, channels)
-    return StagedModel(tuple(stages), cell_head, grid_head, aliases, f"VGG-like {type(model).__name__}")
-
-
-def vgg_heads(model: nn.Module, channels: int) -> tuple[Head, Head]:
-    """The FC classifier on one cell, and the same classifier slid as a convolution over a grid."""
-    layers = _as_sequence(model.classifier)
-    first = next(i for i, m in enumerate(layers) if isinstance(m, nn.Linear))
-    side = math.isqrt(layers[first].in_features // channels)
-    if side * side * channels != layers[first].in_features:
-        raise ValueError(
-            f"expected the first classifier Linear to take {channels}·d·d features, got {layers[first].in_features}"
+    def modules_from(self, start: int, grid: bool = False) -> tuple[nn.Module, ...]:
+        """Every module the network from layer ``start`` runs: the later stages and a head."""
+        head = self.grid_head if grid else self.cell_head
+        return tuple(module for _, module in self.stages[start:] if isinstance(module, nn.Module)) + (
+            (head,) if head is not None else ()
         )
-    pool = getattr(model, "avgpool", nn.Identity())
 
-    def cell_head(features: Tensor) -> Tensor:
-        return model.classifier(torch.flatten(pool(features), 1))
-
-    def grid_head(features: Tensor) -> Tensor:
-        # PAPER.md §1.2: the FC layers become convolutions sliding with stride 1; VGG's avgpool is skipped.
-        if min(features.shape[-2:]) < side:
+    def grid_head_or_error(self) -> nn.Module:
+        """``grid_head``, or a one-line error saying why GridPG cannot pool this model's head."""
+        if self.grid_head is None:
             raise ValueError(
-                f"expected grid features of at least {side}×{side} for the convolutional VGG classifier, "
-                f"got {tuple(features.shape[-2:])}: use cells as large as the model's training images"
+                f"expected a head that can be pooled over a grid for GridPG, got {self.architecture}, whose classifier "
+                "needs features of one cell's size; use DiFull/DiPart, or pass a StagedModel with a grid_head"
             )
-        x = features
-        for i, layer in enumerate(layers):
-            if isinstance(layer, nn.Linear):
-                k = side if i == first else 1
-                weight = layer.weight.view(layer.out_features, -1, k, k)
-                x = F.conv2d(x, weight, layer.bias)
-            else:
-                x = layer(x)
-        return x.mean(dim=(2, 3))
+        return self.grid_head
 
-    return cell_head, grid_head
+    # ----------------------------------------------------------------------------------------------
+    # Checks
+
+    def verify(self, model: nn.Module, probe: Tensor, *, rtol: float = 1e-4) -> None:
+        """Check that stages ∘ ``cell_head`` reproduce ``model(probe)`` (one cell, ``(B, C, H, W)``), and that
+        ``grid_head`` on the features of a 2×2 tiling of one cell's features pools like ``cell_head``.
+
+        Raises a one-line ``ValueError`` naming the model and the largest difference otherwise.
+        """
+        with torch.no_grad():
+            try:
+                expected = model(probe)
+                features = self.run(probe)
+                got = self.cell_head(features)
+            except Exception as err:  # noqa: BLE001 - any failure of a bad split is reported the same way
+                raise ValueError(f"expected the split of {self.architecture} to run on a {tuple(probe.shape[1:])} input, got {type(err).__name__}: {_first_line(err)}") from None
+            if not isinstance(expected, Tensor):
+                raise ValueError(f"expected {self.architecture} to return a logits tensor, got {type(expected).__name__}")
+            if not torch.isfinite(expected).all():
+                raise ValueError(f"expected finite model outputs, got NaN/inf from {self.architecture} on a random probe (check its weights)")
+            _check_close(self.architecture, "stages + cell head", got, expected, rtol)
+            if self.grid_head is not None and self.window is None:
+                # a pooling head is the same on a 2×2 tiling of one cell's features (GAP of a tiling = GAP)
+                tiled = features.repeat(1, 1, 2, 2)
+                try:
+                    pooled = self.grid_head(tiled)
+                except Exception as err:  # noqa: BLE001
+                    raise ValueError(f"expected the grid head of {self.architecture} to run on grid features, got {type(err).__name__}: {_first_line(err)}") from None
+                _check_close(self.architecture, "grid head on a tiled cell", pooled, self.grid_head(features), rtol)
+
+    def check_cell(self, cell_shape: Sequence[int], gridpg: bool, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> None:
+        """One-line error before a run when cells of ``cell_shape`` ``(C, H, W)`` cannot be evaluated.
+
+        Runs the stages on one zero cell (wrong channel counts or too small cells fail here, not mid-run); with
+        ``gridpg``, a fully connected classifier must see exactly its training window of final features.
+        """
+        probe = torch.zeros((1, *cell_shape), device=device, dtype=dtype)
+        with torch.no_grad():
+            try:
+                features = self.run(probe)
+                self.cell_head(features)
+            except Exception as err:  # noqa: BLE001
+                raise ValueError(
+                    f"expected {self.architecture} to accept {cell_shape[0]}-channel {cell_shape[1]}×{cell_shape[2]} cells, "
+                    f"got {type(err).__name__}: {_first_line(err)}"
+                ) from None
+        if gridpg:
+            self.grid_head_or_error()
+            side = tuple(features.shape[-2:])
+            if self.window is not None and side != (self.window, self.window):
+                scale = cell_shape[1] * self.window // max(side[0], 1)
+                raise ValueError(
+                    f"expected cells giving {self.window}×{self.window} final features for GridPG's convolutional classifier "
+                    f"of {self.architecture} (about {scale}-px cells), got {side[0]}×{side[1]} from {cell_shape[1]}×{cell_shape[2]} cells"
+                )
 
 
-# --------------------------------------------------------------------------------------------------
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
 
 
-def split_model(model: nn.Module | StagedModel) -> StagedModel:
-    """Split a torchvision/timm-style CNN into stages and heads, without an adapter from the user.
+def _check_close(architecture: str, what: str, got: Tensor, expected: Tensor, rtol: float) -> None:
+    if got.shape != expected.shape:
+        raise ValueError(f"expected the {what} of {architecture} to give logits of shape {tuple(expected.shape)}, got {tuple(got.shape)}")
+    scale = max(float(expected.abs().max()), 1.0)
+    diff = float((got.double() - expected.double()).abs().max())
+    if not diff <= rtol * scale:
+        raise ValueError(
+            f"expected the {what} of {architecture} to reproduce the model's logits, got a largest difference of "
+            f"{diff:.3g} (scale {scale:.3g}); pass a factory returning an attreval.StagedModel"
+        )
 
-    Recognised: VGG-like (``features`` / ``avgpool`` / ``classifier``) and ResNet-like (``conv1``, ``bn1``,
-    ``layer1`` …, ``avgpool`` or ``global_pool``, ``fc``). A :class:`StagedModel` passes through.
-    The caller's model is not modified: the stages hold references to its modules.
+
+class Lambda(nn.Module):
+    """A function as a module (for hand-built :class:`StagedModel` heads): ``Lambda(fn)(x) = fn(x)``.
+
+    Modules the function closes over are not seen by module hooks unless passed as ``modules``.
     """
-    if isinstance(model, StagedModel):
-        return model
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected a torch.nn.Module or StagedModel, got {type(model).__name__}")
-    if is_resnet_like(model):
-        return split_resnet(model)
-    if is_vgg_like(model):
-        return split_vgg(model)
-    raise ValueError(
-        f"cannot split {type(model).__name__} into stages: expected a VGG-like (features/avgpool/classifier) "
-        "or ResNet-like (conv1/bn1/layer1…/avgpool/fc) model; build an attreval.StagedModel for other models"
-    )
+
+    def __init__(self, fn, *modules: nn.Module):
+        super().__init__()
+        self.fn = fn
+        self.inner = nn.ModuleList(modules)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x)
