@@ -7,8 +7,9 @@ to their positive part, then the positive mass inside the target cell is divided
 **Zero-mass rule** (PAPER.md §1.5, the authors' code): a map whose total positive mass is at most
 :data:`ZERO_MASS` = 1e-7 scores 0 (``total > 1e-7 ? inside / total : 0``), so a map that is zero or
 whose positive part is float noise gets no credit and no NaN. The threshold is an absolute mass on the
-maps' own scale (summed over the upsampled grid image), as in the authors' code;
-``score_from_parts(..., threshold=0.0)`` keeps only exact zeros out.
+maps' own scale (summed over the upsampled grid image), as in the authors' code, so maps of a tiny
+scale also score 0 (in the embedded default: 15 RISE maps at fashion_resnet's middle layer, where the
+target's softmax under the masks is ~1e-10); ``threshold=0.0`` keeps only exact zeros out.
 """
 from __future__ import annotations
 
