@@ -203,8 +203,7 @@ def reference_pattern(name: str, method) -> tuple[int, int]:
     8 windows per forward (the code's batch of 8 perturbed inputs) or **2** masked inputs per forward (the
     authors' RISE code); SmoothGrad all noisy copies of the 8 grids at once (Captum's NoiseTunnel default).
 
-    >>> from attreval.methods import METHODS
-    >>> reference_pattern("rise", METHODS["rise"]), reference_pattern("occlusion", METHODS["occlusion"])
+    >>> reference_pattern("rise", resolve_method("rise")), reference_pattern("occlusion", resolve_method("occlusion"))
     ((1, 2), (1, 8))
     """
     grids = 1 if name in PER_IMAGE else REFERENCE_BATCH
