@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 import attreval
 from attreval.methods.base import Task
@@ -185,21 +184,6 @@ def test_rise_masks_mean_shape_and_seed():
     rise_masks.cache_clear()
     assert torch.equal(rise_masks(28, 20, 1000, 6, 0.1, 0), masks)  # regenerated, not just cached
     assert not torch.equal(rise_masks(28, 20, 1000, 6, 0.1, 1), masks)
-
-
-def test_rise_masks_equal_bilinear_upsampling_then_crop():
-    """The masks are the paper's recipe: draws (grid, shifts) in this order from the seeded generator."""
-    height, width, count, grid = 13, 20, 5, 6
-    masks = rise_masks(height, width, count, grid, 0.5, 7)
-    g = torch.Generator().manual_seed(7)
-    grids = (torch.rand(count, 1, grid, grid, generator=g) < 0.5).float()
-    cell_h, cell_w = -(-height // grid), -(-width // grid)
-    shift_h = torch.randint(0, cell_h, (count,), generator=g)
-    shift_w = torch.randint(0, cell_w, (count,), generator=g)
-    up = F.interpolate(grids, size=(7 * cell_h, 7 * cell_w), mode="bilinear", align_corners=False)[:, 0]
-    for m in range(count):
-        crop = up[m, shift_h[m] : shift_h[m] + height, shift_w[m] : shift_w[m] + width]
-        torch.testing.assert_close(masks[m], crop, rtol=0, atol=1e-6)
 
 
 def test_rise_on_a_constant_model_is_softmax_times_mean_mask():

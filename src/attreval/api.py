@@ -106,7 +106,7 @@ def attribute(
         n: grid size.
         heads: DiFull/DiPart head of each target column (default: see :func:`target_heads`).
         chunk_size: most inputs per forward pass.
-        **options: hyper-parameters that replace the method preset's (``n_steps=50``).
+        **options: replace the method's preset values (presets: IntGrad ``n_steps=20``, RISE ``num_masks=1000``, …).
 
     Returns:
         ``(B, T, h, w)`` float32 maps at the layer's resolution, summed over channels, sign kept.

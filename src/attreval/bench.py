@@ -195,6 +195,7 @@ def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, image
 
 REFERENCE_BATCH = 8  # the paper script's batch size (PAPER.md Appendix A)
 PER_IMAGE = ("occlusion", "rise")  # max_imgs_bs = 1 in the paper's code
+RISE_BATCH = 2  # masked inputs per forward in the authors' RISE code
 
 
 def reference_pattern(name: str, method) -> tuple[int, int]:
@@ -202,10 +203,15 @@ def reference_pattern(name: str, method) -> tuple[int, int]:
 
     Batches of 8 grids, 8 inputs per forward (one CAM channel or one IntGrad step of the 8 grids: Captum's
     ``perturbations_per_eval = 1``, ``internal_batch_size = 1``); Occlusion and RISE one grid at a time, with
-    8 windows (the code's batch of 8 perturbed inputs) or masks (not recovered; 8 as for Occlusion) per
-    forward; SmoothGrad all noisy copies of the 8 grids at once (Captum's NoiseTunnel default).
+    8 windows per forward (the code's batch of 8 perturbed inputs) or **2** masked inputs per forward (the
+    authors' RISE code); SmoothGrad all noisy copies of the 8 grids at once (Captum's NoiseTunnel default).
+
+    >>> reference_pattern("rise", resolve_method("rise")), reference_pattern("occlusion", resolve_method("occlusion"))
+    ((1, 2), (1, 8))
     """
     grids = 1 if name in PER_IMAGE else REFERENCE_BATCH
+    if name == "rise":
+        return grids, RISE_BATCH
     return grids, REFERENCE_BATCH * getattr(method, "num_samples", 1)
 
 

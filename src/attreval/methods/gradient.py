@@ -131,8 +131,12 @@ def integration_points(n_steps: int, rule: str = "gauss_legendre") -> tuple[Tens
     """Nodes α ∈ [0, 1] and weights of a quadrature rule for ∫₀¹ g(α) dα: two float64 tensors ``(n_steps,)``.
 
     ``gauss_legendre`` (Captum's default ``"gausslegendre"``) is exact for polynomials of degree < 2·n_steps;
-    ``riemann_trapezoid`` (nodes 0 … 1, end weights halved) and ``riemann_middle`` (cell midpoints) match
-    Captum's rules of the same names.
+    ``riemann_middle`` (cell midpoints, weights 1/n) equals Captum's rule of that name. ``riemann_trapezoid``
+    is the trapezoid rule on the nodes ``0, 1/(n−1), …, 1`` (weights ``1/(n−1)``, end weights halved:
+    they sum to 1). Captum's ``"riemann_trapezoid"`` (0.9) uses the same nodes but weights ``1/n`` with the
+    ends halved, which sum to ``(n−1)/n``; so with that rule attreval's IntGrad maps are Captum's times
+    ``n/(n−1)`` (checked in tests/test_fidelity.py), and only attreval's satisfy completeness exactly for
+    an integrand linear in α.
 
     >>> integration_points(3, "riemann_trapezoid")
     (tensor([0.0000, 0.5000, 1.0000], dtype=torch.float64), tensor([0.2500, 0.5000, 0.2500], dtype=torch.float64))

@@ -176,16 +176,31 @@ register("occlusion", Occlusion())
 
 
 def upsampling_rows(size: int, grid_size: int, shifts: Tensor) -> Tensor:
-    """Crops of the bilinear upsampling matrix: ``(M, size, s)``, row i of mask m weighs the s grid cells.
+    """Crops of the mirrored-boundary linear upsampling matrix: ``(M, size, s)`` float32, row i of mask m
+    weighs the s grid cells.
 
-    Upsampling a ``s``-cell axis to ``(s+1)·⌈size/s⌉`` (``align_corners=False``) is a linear map; bilinear
-    upsampling of an ``s × s`` grid is that map applied to rows and to columns. Row ``shifts[m] + i`` of it
-    gives position i of the crop of mask m.
+    The authors' masks use ``skimage.transform.resize(order=1, mode="reflect")``, i.e. ``scipy.ndimage.zoom``
+    with ``grid_mode=True`` and scipy's ``"mirror"`` boundary (numpy's ``"reflect"``: ``c b | a b c | b a``,
+    the edge cell not repeated). Upsampling an s-cell axis to ``L = (s+1)·⌈size/s⌉`` positions samples it at
+    the pixel-centre coordinates ``(j + 0.5)·s/L − 0.5`` (as ``align_corners=False``), which lie in
+    ``(−0.5, s − 0.5)``: about the first and last ``L/(2s)`` positions interpolate towards a cell outside the
+    grid. Mirroring gives that cell the value of the grid's second (or second-to-last) cell;
+    ``F.interpolate`` would clamp to the edge cell instead (numpy's ``"symmetric"``), a different mask in a
+    band of half a cell on every border. So: pad the identity by one mirrored cell per side, interpolate
+    linearly at those coordinates (float64), and keep rows ``shifts[m] + i`` (the crop of mask m). The
+    result is linear in the grid, so a 2-D mask is ``rows_m @ grid_m @ cols_mᵀ``.
     """
     cell = math.ceil(size / grid_size)
-    eye = torch.eye(grid_size)[:, None, :]  # (s, 1, s): one unit grid cell per row
-    matrix = F.interpolate(eye, size=(grid_size + 1) * cell, mode="linear", align_corners=False)[:, 0].T
-    return matrix[shifts[:, None] + torch.arange(size)]
+    length = (grid_size + 1) * cell
+    eye = torch.eye(grid_size, dtype=torch.float64)[None]  # (1, s, s): column k is grid cell k
+    # one mirrored cell per side (cell −1 ← cell 1, cell s ← cell s−2); a 1-cell grid mirrors onto itself
+    padded = F.pad(eye, (1, 1), mode="reflect" if grid_size > 1 else "replicate")[0]  # (s, s + 2)
+    coords = (torch.arange(length, dtype=torch.float64) + 0.5) * (grid_size / length) - 0.5
+    low = coords.floor()
+    frac = coords - low
+    low = low.long() + 1  # index into the padded axis: in [0, s], and low + 1 ≤ s + 1
+    matrix = (padded[:, low] * (1 - frac) + padded[:, low + 1] * frac).T  # (L, s)
+    return matrix.float()[shifts[:, None] + torch.arange(size)]
 
 
 @functools.lru_cache(maxsize=4)
@@ -193,12 +208,13 @@ def rise_masks(height: int, width: int, num_masks: int, grid_size: int, keep_pro
     """The RISE masks for a ``height × width`` map: ``(M, h, w)`` float32 on the CPU, cached (LRU of 4).
 
     PAPER.md §4.3: each mask is a binary ``s × s`` grid (cells kept with probability p1), upsampled
-    bilinearly (``align_corners=False``, which equals the authors' skimage order-1 "reflect" resize) to
-    ``(s+1)·⌈h/s⌉ × (s+1)·⌈w/s⌉`` and cropped to ``h × w`` at a random shift in ``[0, ⌈h/s⌉) × [0, ⌈w/s⌉)``.
-    The upsample-and-crop is computed as ``rows_m @ grid_m @ cols_mᵀ`` (:func:`upsampling_rows`), equal to
-    ``F.interpolate`` then slicing up to float rounding, without the ``(M, 525, 525)`` temporary at 448².
-    All draws come from a CPU ``torch.Generator`` seeded with ``seed``, so masks are reproducible and
-    the same on every device. The returned tensor is shared by the cache: never modify it.
+    linearly with mirrored borders to ``(s+1)·⌈h/s⌉ × (s+1)·⌈w/s⌉`` — the authors'
+    ``skimage.transform.resize(order=1, mode="reflect")``, to float rounding (:func:`upsampling_rows`) — and
+    cropped to ``h × w`` at a random shift in ``[0, ⌈h/s⌉) × [0, ⌈w/s⌉)``. The upsample-and-crop of all
+    masks is one batched product ``rows_m @ grid_m @ cols_mᵀ``, without the ``(M, 525, 525)`` temporary
+    at 448². All draws come from a CPU ``torch.Generator`` seeded with ``seed`` (grids, then row shifts,
+    then column shifts), so masks are reproducible and the same on every device. The returned tensor is
+    shared by the cache: never modify it.
     """
     logger.debug("generating %d RISE masks for %d×%d maps (seed %d)", num_masks, height, width, seed)
     generator = torch.Generator().manual_seed(seed)
