@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,8 +84,11 @@ def named(err: OSError, path: Path) -> OSError:
     """``err`` with ``path`` as its file name when it has none (``posix_fallocate``, torch and numpy drop it)."""
     if err.filename is not None:
         return err
-    code = err.errno if err.errno is not None else errno.EIO
-    return type(err)(code, err.strerror or os.strerror(code), str(path))
+    code = err.errno
+    if code is None:  # pyarrow's OSError carries the errno in its message only: "[Errno 28] No space left …"
+        found = re.search(r"\[Errno (\d+)\]", str(err))
+        code = int(found.group(1)) if found else errno.EIO
+    return OSError(code, os.strerror(code) if err.errno is None else (err.strerror or os.strerror(code)), str(path))
 
 
 class RunStore:

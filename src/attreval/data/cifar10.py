@@ -32,10 +32,13 @@ SPLIT_FILES: dict[str, tuple[str, ...]] = {
 }
 
 
-#: The only globals a batch may reference: numpy's array and dtype reconstruction (under numpy < 2 and ≥ 2
-#: module names) and ``_codecs.encode``, which Python 3 pickles use for bytes at protocols < 3.
+#: The only globals a batch may reference: numpy's array, scalar and dtype reconstruction (``_reconstruct`` up to
+#: pickle protocol 4, ``_frombuffer`` at 5; module names of numpy < 2 and ≥ 2) and ``_codecs.encode``, which
+#: Python 3 pickles use for bytes at protocols < 3. None of them runs code or touches files.
 ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
     ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),  # labels as numpy integers
     ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
 })
 
