@@ -124,6 +124,9 @@ def test_every_damaged_file_is_named_by_verify_resume_and_report(runs, tmp_path,
     assert main(["verify", str(out)]) == 2
     err = capfd.readouterr().err.splitlines()
     assert len(err) == 1 and rel in err[0] and err[0].startswith("attreval: bad file: "), err
+    # attreval report: what it reads is verified first
+    _one_line(capfd, main(["report", str(out)]), rel)
+    assert not (out / "report.html").exists()
     # --resume: what it keeps must be intact; what it rebuilds anyway (the merged tables) is rebuilt
     rc = main(_cli(runs / "s7.toml", out, "--resume"))
     if rel in ("results.parquet", "costs.parquet"):
@@ -131,11 +134,7 @@ def test_every_damaged_file_is_named_by_verify_resume_and_report(runs, tmp_path,
         pd.testing.assert_frame_equal(pd.read_parquet(out / rel), pd.read_parquet(runs / "run7" / rel))
         assert main(["verify", str(out)]) == 0
     else:
-        _one_line(capfd, rc, rel.split("/")[-1])
-    capfd.readouterr()
-    # attreval report: what it reads is verified first
-    if rel not in ("results.parquet", "costs.parquet"):
-        _one_line(capfd, main(["report", str(out)]), rel.split("/")[-1])
+        _one_line(capfd, rc, rel)
 
 
 def test_another_seeds_grid_file_with_its_record_is_refused(runs, tmp_path, capfd):
