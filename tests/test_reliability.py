@@ -343,6 +343,22 @@ CASES: dict[str, Case] = {
     "output_is_a_file": Case(small(), ("expected an empty or new output directory", "got the file"), out="{assets}/a_file"),
     "unknown_device": Case(small(), ("expected a device like cpu", "got 'tpu'"), args=("--device", "tpu")),
     "cuda_without_cuda": Case(small(), ("expected a CUDA device", "torch finds none"), args=("--device", "cuda")),
+    "meta_device": Case(small(), ("expected a device like cpu, cuda, cuda:0, mps or auto", "got 'meta'"), args=("--device", "meta")),
+    "mps_without_mps": Case(small(), ("expected an Apple MPS device", "torch finds none"), args=("--device", "mps")),
+    # grid counts and sizes that cannot give a table
+    "grid_size_one": Case(small().replace("n = 2", "n = 1"), ("expected [grids] n ≥ 2", "got 1")),
+    "no_gridpg_grids_for_gridpg": Case(small().replace("gridpg = 2", "gridpg = 0"), ("expected a positive [grids] gridpg with the gridpg setting", "got 0")),
+    "no_disconnected_grids_for_difull": Case(small().replace("disconnected = 2", "disconnected = 0").replace('settings = ["gridpg"]', 'settings = ["difull"]'),
+                                             ("expected a positive [grids] disconnected with the difull/dipart settings", "got 0")),
+    # silently wrong before: duplicated rows, an empty table
+    "method_listed_twice": Case(small().replace('["grad"]', '["grad", "grad"]'), ("expected each of [evaluation] methods once", "'grad'")),
+    "layer_listed_twice": Case(small().replace('["input"]', '["input", "input"]'), ("expected each of [evaluation] layers once", "'input'")),
+    "no_methods": Case(small().replace('["grad"]', "[]"), ("expected at least one name in [evaluation] methods", "got []")),
+    "no_settings": Case(small().replace('["gridpg"]', "[]"), ("expected at least one name in [evaluation] settings", "got []")),
+    # names that become file names
+    "label_escaping_the_run_directory": Case(small(model='label = "../../escaped"'), ("expected a model label of letters", "'../../escaped'")),
+    "label_with_the_unit_separator": Case(small(model='label = "a__b"'), ("no '__'", "'a__b'")),
+    "hidden_label": Case(small(model='label = ".hidden"'), ("no leading '.'", "'.hidden'")),
 }
 
 
@@ -369,6 +385,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(name, assets, tmp_path, capfd,
     case = CASES[name]
     if name == "cuda_without_cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
+    if name == "mps_without_mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
     config = tmp_path / "bad.toml"
     if case.config is not None:
         config.write_text(case.config.replace("{assets}", str(assets)))

@@ -267,3 +267,11 @@ def test_out_of_memory_at_chunk_size_one_is_a_one_line_error(tmp_path, monkeypat
         RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 bytes")))
     with pytest.raises(ValueError, match=r"to fit in memory with chunk_size 1, got out of memory; lower batch_size"):
         run(_config(tmp_path / "c", 2, methods=("grad",), layers=("input",)), tmp_path / "out", progress=False)
+
+
+def test_writer_reserves_the_whole_file_before_writing_through_the_map(tmp_path):
+    """A sparse maps file turns a full disk into SIGBUS at a page fault; the file is allocated when created."""
+    with MapWriter(tmp_path / "u.npy", 64) as writer:
+        writer.write(0, np.ones((1, 4, 32, 32), np.float32))
+        stat = os.stat(writer.tmp)
+        assert stat.st_size > 64 * 4 * 32 * 32 * 2 and stat.st_blocks * 512 >= stat.st_size  # no holes left

@@ -1,11 +1,13 @@
-"""``attreval`` command line: run, report, train, list, bench.
+"""``attreval`` command line: run, report, verify, train, list, bench.
 
-User errors (``ValueError``/``TypeError`` raised with "expected …, got …" messages) become one line on
-stderr and exit code 2, with no traceback.
+User errors (``ValueError``/``TypeError`` raised with "expected …, got …" messages) and file-system errors
+(``OSError``: a full disk, a read-only file system, a permission) become one line on stderr and exit code 2,
+with no traceback.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -42,6 +44,21 @@ def _report(args: argparse.Namespace) -> int:
     from attreval.report import write_report
 
     print(write_report(Path(args.run_dir)))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from attreval.manifest import Manifest, verify_run
+
+    root = Path(args.run_dir)
+    if not (root / "config.json").exists() and not (root / "manifest").is_dir():
+        raise ValueError(f"expected a run directory (with config.json and manifest/), got {root}")
+    problems = verify_run(root, strict=True)
+    for line in problems:
+        print(f"attreval: bad file: {line}", file=sys.stderr)
+    if problems:
+        return 2
+    print(f"ok: {sum(1 for _ in Manifest(root).records())} files of {root} match their manifest records")
     return 0
 
 
@@ -94,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=_report)
 
+    p = sub.add_parser("verify", help="check every file of a run directory against its manifest (exit 2: bad files, one line each)")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_verify)
+
     p = sub.add_parser("list", help="list methods, settings and models")
     p.add_argument("what", nargs="?", default="all", choices=["methods", "settings", "models", "all"])
     p.set_defaults(func=_list)
@@ -126,9 +147,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"attreval: error: {message}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"attreval: error: {os_error_line(err)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("attreval: interrupted (finished units are kept; continue with --resume)", file=sys.stderr)
         return 130
+
+
+def os_error_line(err: OSError) -> str:
+    """One line for a file-system error: what failed, on which path, and what to do."""
+    name = errno.errorcode.get(err.errno, "") if err.errno is not None else ""
+    where = f" {err.filename}" if err.filename is not None else ""
+    if err.filename2 is not None:
+        where += f" -> {err.filename2}"
+    reason = (err.strerror or str(err) or type(err).__name__).strip().splitlines()[0]
+    advice = {
+        "ENOSPC": "; free some space, then continue with --resume",
+        "EDQUOT": "; free some space, then continue with --resume",
+        "EROFS": "; use an --out on a writable file system",
+        "EACCES": "; check the permissions or use another --out",
+        "EPERM": "; check the permissions or use another --out",
+    }.get(name, "")
+    return f"expected to read or write{where or ' a file'}, got {reason}{f' ({name})' if name else ''}{advice}"
 
 
 if __name__ == "__main__":

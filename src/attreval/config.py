@@ -250,6 +250,9 @@ def validate(config: RunConfig) -> None:
     for name, value in (("n", g.n), ("gridpg", g.gridpg), ("disconnected", g.disconnected)):
         if value < (1 if name == "n" else 0):
             raise ValueError(f"expected a positive [grids] {name}, got {value}")
+    if g.n < 2:  # one cell: every score is 1 and DiFull's corners coincide (the paper uses 2×2 and 3×3)
+        raise ValueError(f"expected [grids] n ≥ 2 for an evaluation run (n×n grids of distinct classes), got {g.n}")
+    _names_check(config)
     for name, value in (("batch_size", e.batch_size), ("chunk_size", e.chunk_size), ("reference_side", e.reference_side)):
         if value < 1:
             raise ValueError(f"expected a positive [evaluation] {name}, got {value}")
@@ -279,6 +282,46 @@ def validate(config: RunConfig) -> None:
     keys = [m.key for m in config.models]
     if len(set(keys)) != len(keys):
         raise ValueError(f"expected distinct model names (use label = … to tell them apart), got {keys}")
+
+
+# A name that becomes part of a file name (RUN/parts/MODEL__SETTING__LAYER__METHOD.parquet): no separator,
+# no leading dot (hidden files, ".."), and no "__", which separates the four names of a unit's file.
+_PATH_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _path_name(where: str, name: str) -> None:
+    if not _PATH_NAME.fullmatch(name) or name.startswith(".") or "__" in name:
+        raise ValueError(f"expected {where} of letters, digits, '_', '.' or '-' (no leading '.', no '__'; "
+                         f"it names files of the run), got {name!r}")
+
+
+def _names_check(config: RunConfig) -> None:
+    """Names that become path components are safe; lists are non-empty and hold no name twice; the grid count
+    of every selected setting is positive."""
+    e, g = config.evaluation, config.grids
+    for where, values in (("[evaluation] settings", e.settings), ("[evaluation] layers", e.layers),
+                          ("[evaluation] methods", e.methods)):
+        if not values:
+            raise ValueError(f"expected at least one name in {where}, got []")
+    for where, values in (("[evaluation] settings", e.settings), ("[evaluation] layers", e.layers),
+                          ("[evaluation] methods", e.methods), ("[evaluation] smooth_methods", e.smooth_methods),
+                          ("[evaluation] kernel_sizes", e.kernel_sizes)):
+        twice = sorted({str(v) for v in values if values.count(v) > 1})
+        if twice:
+            raise ValueError(f"expected each of {where} once, got {', '.join(map(repr, twice))} more than once "
+                             "(it would duplicate result rows)")
+    for m in config.models:
+        _path_name("a model label" if m.label else "a model name", m.key)
+    for layer in e.layers:
+        _path_name("a layer name", layer)
+    for method in e.methods:
+        _path_name("a method name", method)
+    if "gridpg" in e.settings and g.gridpg < 1:
+        raise ValueError(f"expected a positive [grids] gridpg with the gridpg setting selected, got {g.gridpg} "
+                         "(drop gridpg from [evaluation] settings to skip it)")
+    if {"difull", "dipart"} & set(e.settings) and g.disconnected < 1:
+        raise ValueError(f"expected a positive [grids] disconnected with the difull/dipart settings selected, got "
+                         f"{g.disconnected} (drop them from [evaluation] settings to skip them)")
 
 
 def _choice(where: str, value: str, choices: list[str]) -> None:

@@ -2,11 +2,18 @@
 
 Units (model, setting, layer, method) are independent and deterministic, so rank r computes units
 r, r+K, r+2K, … of the to-do list and writes each part atomically; rank 0 builds the grids first and
-merges the parts at the end, giving the same table as a single process.
+merges the parts at the end, giving the same table as a single process. Rank 0 alone holds the run
+directory's lock (:mod:`attreval.lock`) for the whole run. Every worker ends when its launcher dies
+(:func:`die_with_parent`), so killing torchrun does not leave workers writing unsupervised.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -57,12 +64,41 @@ class Group:
             dist.destroy_process_group()
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(poll: float = 1.0) -> None:
+    """End this process (SIGTERM) when its parent, the torchrun launcher, dies, even by SIGKILL.
+
+    On Linux the kernel does it (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread checks every ``poll``
+    seconds whether the parent pid changed. If the parent is already gone when this is called (it died before
+    the request was registered), the process ends at once."""
+    parent = os.getppid()
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+    if not armed:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(poll)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="attreval-parent-watchdog", daemon=True).start()
+    if os.getppid() != parent:  # the launcher died between getppid and prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def from_environment(device: torch.device) -> tuple[Group, torch.device]:
     """Join the process group that ``torchrun`` describes in the environment (gloo on CPU, NCCL on CUDA),
     and pick this rank's GPU (``LOCAL_RANK``) when running on CUDA. A single process gets ``Group(0, 1)``."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Group(), device
+    die_with_parent()  # a worker without its launcher would run on unsupervised
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local >= torch.cuda.device_count():

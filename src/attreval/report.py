@@ -24,6 +24,7 @@ import pandas as pd
 from attreval import plots
 from attreval.analysis import aggatt as agg
 from attreval.analysis import correlation, cost_summary, smoothgrad_sweep, smoothing_curves
+from attreval.manifest import verify_run
 from attreval.store import RunStore, atomic_write
 
 log = logging.getLogger(__name__)
@@ -151,6 +152,11 @@ def write_report(run_dir: str | Path, *, cell: int = 0, dpi: int = 90) -> Path:
         dpi: figure resolution.
     """
     store = RunStore(run_dir)
+    # What the report reads must match the manifest (attreval.manifest); a missing file becomes a note below.
+    problems = verify_run(store.root, missing_ok=True)
+    if problems:
+        more = f" (and {len(problems) - 1} more: see attreval verify {store.root})" if len(problems) > 1 else ""
+        raise ValueError(f"expected the files of {store.root} to match its manifest, got {problems[0]}{more}")
     results = store.results()
     report = _Report(store, dpi)
     models = list(pd.unique(results["model"]))

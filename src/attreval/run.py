@@ -27,6 +27,8 @@ from attreval.analysis.cost import PassCounter
 from attreval.api import build_task
 from attreval.config import RunConfig
 from attreval.distributed import Group, from_environment
+from attreval.lock import LOCK_FILE, RunLock
+from attreval.manifest import REBUILT, grid_fingerprint, verify_run
 from attreval.data import GridDataset, build_grid_dataset, load_dataset
 from attreval.methods import resolve_method
 from attreval.metric import localization_parts, score_from_parts
@@ -48,6 +50,10 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise ValueError(f"expected a device like cpu, cuda, cuda:0 or auto, got '{name}'") from None
+    if device.type not in ("cpu", "cuda", "mps"):  # meta, xpu, …: tensors there hold no values or are untested
+        raise ValueError(f"expected a device like cpu, cuda, cuda:0, mps or auto, got '{name}'")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"expected an Apple MPS device for --device {name}, but torch finds none; use --device cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"expected a CUDA device for --device {name}, but torch finds none; use --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
@@ -55,25 +61,42 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def prepare_run_dir(out: Path, config: RunConfig, resume: bool) -> RunStore:
-    """Create the run directory, or check that ``--resume`` continues a run of the same config."""
+def prepare_run_dir(out: Path, config: RunConfig, resume: bool, lock: RunLock | None = None) -> RunStore:
+    """Create the run directory, or check that ``--resume`` continues a run of the same config whose files
+    match their manifest records. ``lock`` (taken once the checks pass, before anything is changed) keeps
+    a second process out of the directory until it is released."""
     store = RunStore(out)
     wanted = {k: v for k, v in config.to_dict().items() if k != "device"}
     if (out / "config.json").exists():
         if not resume:
             raise ValueError(f"expected an empty output directory, got a run in {out}; pass --resume or another --out")
+        problem = store.manifest.problem(out / "config.json")
+        if problem is not None:
+            raise ValueError(f"expected an intact run directory {out}, got {problem}")
         stored = {k: v for k, v in store.read_json("config.json").items() if k != "device"}
         stored.setdefault("variants", {})  # runs written before [variants] existed
         if _jsonable(stored) != _jsonable(wanted):
             diff = sorted(k for k in set(stored) | set(wanted) if _jsonable(stored.get(k)) != _jsonable(wanted.get(k)))
             raise ValueError(f"expected --resume with the config of {out}, got a different config (differs in: {', '.join(diff)})")
+        if lock is not None:
+            lock.acquire()  # before anything changes: another process may be writing here
         store.remove_temporary()  # half-written files of a killed run
+        problems = verify_run(out, skip=REBUILT, missing_ok=True)  # deleted files are recomputed, damaged ones named
+        if problems:
+            more = f" (and {len(problems) - 1} more: see attreval verify {out})" if len(problems) > 1 else ""
+            raise ValueError(f"expected the files of {out} to match its manifest, got {problems[0]}{more}")
+        if not store.manifest.has(out / "config.json"):  # killed between config.json and its record
+            store.write_json("config.json", config.to_dict())
         return store
     # Also with --resume: without config.json this is no run of ours, and a failing run removes what it created.
-    if out.exists() and (not out.is_dir() or any(p.suffix != ".tmp" for p in out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(p.suffix != ".tmp" and p.name != LOCK_FILE for p in out.iterdir())):
         raise ValueError(f"expected an empty or new output directory, got the {'non-empty directory' if out.is_dir() else 'file'} {out}")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        if lock is not None:
+            lock.acquire()
+        if (out / "config.json").exists():  # another process started a run here between the check and the lock
+            raise ValueError(f"expected an empty output directory, got a run in {out}; pass --resume or another --out")
         store.remove_temporary()
         store.write_json("config.json", config.to_dict())
     except OSError as err:
@@ -101,15 +124,15 @@ def make_grids(store: RunStore, config: RunConfig, models: dict[str, nn.Module],
     for key, group in groups.items():
         for kind, (count, repeat) in kinds.items():
             path = store.grid_path(key, kind)
-            if not path.exists():
+            fingerprint = grid_fingerprint(config.to_dict(), key, kind)
+            if not store.has_grids(path):  # missing, or unfinished (no manifest record)
                 dataset = dataset if dataset is not None else load_dataset(**vars(config.data))
                 built = build_grid_dataset(
                     dataset, group, config.grids.n, count, threshold=config.grids.confidence,
                     repeat_corners=repeat, seed=config.seed, device=device,
                 )
-                path.parent.mkdir(parents=True, exist_ok=True)
-                built.save(path)
-            grids[key, kind] = GridDataset.load(path)
+                store.save_grids(path, built, fingerprint)
+            grids[key, kind] = store.load_grids(path, fingerprint, config.seed)
     return grids
 
 
@@ -299,10 +322,11 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
     group, dev = from_environment(resolve_device(device or config.device))
     out = Path(out)
     created, existed = not (out / "config.json").exists(), out.is_dir()
+    lock = RunLock(out)  # rank 0 takes it in prepare_run_dir and holds it until the end (see attreval.lock)
     try:
         with faithful_numerics(dev):
             models = {m.key: load_model(m.name, m.weights, m.num_classes, config.evaluation.layers).to(dev) for m in config.models}
-            group.on_main(lambda: prepare_run_dir(out, config, resume))  # its errors end every rank with one line
+            group.on_main(lambda: prepare_run_dir(out, config, resume, lock))  # its errors end every rank with one line
             store = RunStore(out)
             try:
                 _execute(store, config, models, dev, resume, progress, group)
@@ -313,6 +337,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
                         out.mkdir(exist_ok=True)
                 raise
     finally:
+        lock.release()
         group.close()
     return store
 

@@ -10,14 +10,22 @@ Layout::
       maps/UNIT.npy          float16 maps (G, T, h, w) of that unit, memory-mappable (streamed batch by
                              batch into a temporary file by :class:`MapWriter`, renamed when complete)
       results.parquet        every part, merged in unit order
+      manifest/REL.json      size and sha256 of every finished file REL (and, for grids, the config
+                             fingerprint that made them): see :mod:`attreval.manifest`
 
-A unit is finished exactly when its part file exists; every file is written to a temporary name and
-renamed, so a killed run leaves either a whole file or none, and ``--resume`` recomputes nothing finished.
+A unit is finished exactly when its part file exists with its manifest record (and every other recorded
+file of the unit, maps and timing, exists); every file is written to a temporary name, hashed, renamed and
+recorded, so a killed run leaves either a whole recorded file or an unfinished one, and ``--resume``
+recomputes nothing finished. Every path written is checked to lie inside the run directory.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
+import io
 import json
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +33,8 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
+
+from attreval.manifest import Manifest
 
 COLUMNS = [
     "model", "setting", "layer", "stage", "method", "kernel_size", "kernel_ref",
@@ -51,16 +61,34 @@ def temporary_path(path: Path, tag: str = "") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{tag}.tmp")
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path`` (same directory, so the rename is atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def atomic_write(path: Path, write: Any, manifest: Manifest | None = None, fingerprint: dict | None = None) -> None:
+    """Call ``write(tmp_path)`` then rename onto ``path`` (same directory, so the rename is atomic); with a
+    ``manifest``, the file is hashed and recorded too (:meth:`Manifest.commit`). An ``OSError`` (a full disk,
+    a read-only file system) is raised with the file's path, for the one-line message of the CLI."""
     tmp = temporary_path(path)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
-        os.replace(tmp, path)
+        if manifest is not None:
+            manifest.commit(tmp, path, fingerprint)
+        else:
+            os.replace(tmp, path)
+    except OSError as err:
+        raise named(err, path) from None
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def named(err: OSError, path: Path) -> OSError:
+    """``err`` with ``path`` as its file name when it has none (``posix_fallocate``, torch and numpy drop it)."""
+    if err.filename is not None:
+        return err
+    code = err.errno
+    if code is None:  # pyarrow's OSError carries the errno in its message only: "[Errno 28] No space left …"
+        found = re.search(r"\[Errno (\d+)\]", str(err))
+        code = int(found.group(1)) if found else errno.EIO
+    return OSError(code, os.strerror(code) if err.errno is None else (err.strerror or os.strerror(code)), str(path))
 
 
 class RunStore:
@@ -68,13 +96,34 @@ class RunStore:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self.manifest = Manifest(self.root)
+
+    def inside(self, path: Path) -> Path:
+        """``path``, checked to lie inside the run directory (the one check every write of the store passes)."""
+        if not Path(os.path.abspath(path)).resolve().is_relative_to(self.root.resolve()):
+            raise ValueError(f"expected a path inside the run directory {self.root}, got {path}")
+        return path
+
+    def _write(self, path: Path, write: Any, fingerprint: dict | None = None) -> None:
+        atomic_write(self.inside(path), write, self.manifest, fingerprint)
 
     # -- config and metadata ---------------------------------------------------------------------
     def write_json(self, name: str, data: dict[str, Any]) -> None:
-        atomic_write(self.root / name, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True, default=str)))
+        self._write(self.root / name, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True, default=str)))
 
     def read_json(self, name: str) -> dict[str, Any]:
-        return json.loads((self.root / name).read_text())
+        """A JSON file of the run; a damaged one is a one-line error naming it."""
+        path = self.root / name
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"expected {path}, found nothing") from None
+        except (OSError, ValueError) as err:
+            raise ValueError(f"expected JSON in {path}, got an unreadable file ({type(err).__name__}: {err}); "
+                             "delete it to recompute it with --resume") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object in {path}, got {type(data).__name__}")
+        return data
 
     def remove_temporary(self) -> None:
         """Delete the ``*.tmp`` files a killed process left mid-write (only while no other process writes here)."""
@@ -88,12 +137,21 @@ class RunStore:
     def map_path(self, unit: Unit) -> Path:
         return self.root / "maps" / f"{unit.key}.npy"
 
+    def timing_path(self, unit: Unit) -> Path:
+        return self.root / "timings" / f"{unit.key}.json"
+
     def is_done(self, unit: Unit) -> bool:
-        return self.part_path(unit).exists()
+        """The part file exists with its record, and so do the unit's other recorded files (maps, timing):
+        a part without a record was being written when a run was killed; a deleted maps or timing file
+        makes the unit be computed again."""
+        part, m = self.part_path(unit), self.manifest
+        if not (part.exists() and m.has(part)):
+            return False
+        return all(path.exists() or not m.has(path) for path in (self.map_path(unit), self.timing_path(unit)))
 
     def map_writer(self, unit: Unit, grids: int) -> MapWriter:
         """A :class:`MapWriter` that streams the ``(grids, T, h, w)`` maps of ``unit``; pass it to :meth:`write_unit`."""
-        return MapWriter(self.map_path(unit), grids)
+        return MapWriter(self.inside(self.map_path(unit)), grids, self.manifest)
 
     def write_unit(self, unit: Unit, rows: pd.DataFrame, maps: np.ndarray | MapWriter | None) -> None:
         """Maps first, rows last: the part file marks the unit finished.
@@ -103,27 +161,53 @@ class RunStore:
         if isinstance(maps, MapWriter):
             maps.commit()
         elif maps is not None:
-            atomic_write(self.map_path(unit), lambda p: _save_npy(p, maps))
-        atomic_write(self.part_path(unit), lambda p: rows[COLUMNS].to_parquet(p, index=False))
+            self._write(self.map_path(unit), lambda p: _save_npy(p, maps))
+        self._write(self.part_path(unit), lambda p: rows[COLUMNS].to_parquet(p, index=False))
+
+    def read_part(self, unit: Unit) -> pd.DataFrame:
+        """The rows of a finished unit, read from bytes checked against the part's manifest record."""
+        path = self.part_path(unit)
+        data = path.read_bytes()
+        record = self.manifest.record(path)
+        if record is not None and hashlib.sha256(data).hexdigest() != record["sha256"]:
+            raise ValueError(f"expected {path} to match the sha256 in its manifest record, got other contents "
+                             "(damaged or replaced); delete it to recompute it with --resume")
+        try:
+            return pd.read_parquet(io.BytesIO(data))
+        except Exception as err:  # pyarrow raises several kinds for a damaged page or footer
+            raise ValueError(f"expected a Parquet part file at {path}, got an unreadable file ({type(err).__name__}); "
+                             "delete it to recompute it with --resume") from None
 
     def merge(self, units: list[Unit]) -> pd.DataFrame:
-        """Concatenate the parts of ``units`` (in that order) into ``results.parquet``."""
-        frames = [pd.read_parquet(self.part_path(u)) for u in units if self.is_done(u)]
+        """Concatenate the parts of ``units`` (in that order) into ``results.parquet``; every unit must be
+        finished (a missing one is an error naming its part file, not a short table)."""
+        missing = [u for u in units if not self.is_done(u)]
+        if missing:
+            raise ValueError(f"expected every unit finished before the merge, got {len(missing)} unfinished "
+                             f"(e.g. {self.part_path(missing[0])}); continue with --resume")
+        frames = [self.read_part(u) for u in units]
         table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
-        atomic_write(self.root / "results.parquet", lambda p: table.to_parquet(p, index=False))
+        self._write(self.root / "results.parquet", lambda p: table.to_parquet(p, index=False))
         return table
 
     def merge_costs(self, units: list[Unit]) -> pd.DataFrame:
-        """One row per finished unit from its timing record → ``costs.parquet`` (seconds and passes per grid)."""
+        """One row per unit from its timing record → ``costs.parquet`` (seconds and passes per grid); a
+        missing or damaged timing record of a unit is an error naming it, not a short table."""
         rows = []
         for u in units:
-            path = self.root / "timings" / f"{u.key}.json"
-            if path.exists():
-                record = json.loads(path.read_text())
+            path = self.timing_path(u)
+            if not path.exists():
+                raise ValueError(f"expected the timing record {path} of the finished unit {u.key}, found none; "
+                                 f"delete {self.part_path(u)} to recompute the unit with --resume")
+            record = self.read_json(f"timings/{u.key}.json")
+            try:
                 record["seconds_per_grid"] = record["seconds"] / max(record["grids"], 1)
-                rows.append({"model": u.model, "setting": u.setting, "layer": u.layer, "method": u.method, **record})
+            except (KeyError, TypeError):
+                raise ValueError(f"expected seconds and grids in {path}, got keys {sorted(record)}; "
+                                 "delete it to recompute it with --resume") from None
+            rows.append({"model": u.model, "setting": u.setting, "layer": u.layer, "method": u.method, **record})
         table = pd.DataFrame(rows)
-        atomic_write(self.root / "costs.parquet", lambda p: table.to_parquet(p, index=False))
+        self._write(self.root / "costs.parquet", lambda p: table.to_parquet(p, index=False))
         return table
 
     # -- reading ----------------------------------------------------------------------------------
@@ -138,10 +222,45 @@ class RunStore:
         path = self.map_path(Unit(model, setting, layer, method))
         if not path.exists():
             raise ValueError(f"expected stored maps at {path}, found none")
-        return np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
     def grid_path(self, model: str, kind: str) -> Path:
         return self.root / "grids" / f"{model}__{kind}.pt"
+
+    def has_grids(self, path: Path) -> bool:
+        """A finished grid file: present with its record (one without was being written when a run was killed)."""
+        return path.exists() and self.manifest.has(path)
+
+    def save_grids(self, path: Path, grids: Any, fingerprint: dict) -> None:
+        """Write a :class:`~attreval.data.GridDataset` (the format of its ``save``) and record it with the
+        ``fingerprint`` of the config that made it. Written through a Python file object, so that a full disk
+        is an ``OSError`` naming the file (torch's own writer turns it into an opaque RuntimeError)."""
+        import torch
+
+        payload = {
+            "images": grids.images, "labels": grids.labels, "sources": grids.sources,
+            "n": grids.spec.n, "cell_h": grids.spec.cell_h, "cell_w": grids.spec.cell_w,
+            "repeat_corners": grids.repeat_corners, "seed": grids.seed,
+        }
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as handle:
+                torch.save(payload, handle)
+
+        self._write(path, write, fingerprint)
+
+    def load_grids(self, path: Path, fingerprint: dict, seed: int) -> Any:
+        """The grid file at ``path``, checked against its record's size and ``fingerprint`` and its stored
+        seed against ``seed`` (its sha256 is checked by ``--resume`` before, or was taken when it was written)."""
+        from attreval.data import GridDataset
+
+        problem = self.manifest.problem(path, fingerprint, digest=False)
+        if problem is not None:
+            raise ValueError(f"expected grids made by this config, got {problem}")
+        grids = GridDataset.load(path)
+        if grids.seed != seed:
+            raise ValueError(f"expected grids of seed {seed} in {path}, got seed {grids.seed}; delete it to recompute it with --resume")
+        return grids
 
     def units(self) -> Iterator[Unit]:
         for path in sorted((self.root / "parts").glob("*.parquet")):
@@ -160,8 +279,9 @@ class MapWriter:
     exception); a killed process leaves only the ``.tmp`` file. ``seconds`` is the time spent writing.
     """
 
-    def __init__(self, path: Path, grids: int):
+    def __init__(self, path: Path, grids: int, manifest: Manifest | None = None):
         self.path, self.grids, self.tmp = Path(path), grids, temporary_path(Path(path))
+        self.manifest = manifest  # records the file on commit
         self.written, self.seconds, self.committed = 0, 0.0, False
         self.dtype: type | None = None  # of the file, once the first batch has created it
 
@@ -188,7 +308,13 @@ class MapWriter:
         """Rename the temporary file onto ``path``; every one of the ``G`` grids must have been written."""
         if self.dtype is None or self.written != self.grids:
             raise ValueError(f"expected maps of all {self.grids} grids before commit, got {self.written}")
-        os.replace(self.tmp, self.path)
+        try:
+            if self.manifest is not None:
+                self.manifest.commit(self.tmp, self.path)
+            else:
+                os.replace(self.tmp, self.path)
+        except OSError as err:
+            raise named(err, self.path) from None
         self.committed = True
 
     def discard(self) -> None:
@@ -200,20 +326,54 @@ class MapWriter:
         """The temporary ``.npy`` of shape ``(G, T, h, w)`` from the first batch ``(B, T, h, w)``."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dtype = np.float16 if _fits_float16(batch) else np.float32
-        np.lib.format.open_memmap(self.tmp, mode="w+", dtype=self.dtype, shape=(self.grids, *batch.shape[1:]))
+        _create_npy(self.tmp, self.dtype, (self.grids, *batch.shape[1:]))
 
     def _widen(self, step: int) -> None:
         """Switch the temporary file to float32, copying the rows written so far ``step`` grids at a time."""
         wide = temporary_path(self.path, ".float32")
         try:
             shape = np.lib.format.open_memmap(self.tmp, mode="r").shape
-            np.lib.format.open_memmap(wide, mode="w+", dtype=np.float32, shape=shape)
+            _create_npy(wide, np.float32, shape)
             for start in range(0, self.written, step):
                 _write_rows(wide, start, np.lib.format.open_memmap(self.tmp, mode="r")[start:start + step])
             os.replace(wide, self.tmp)
         finally:
             wide.unlink(missing_ok=True)
         self.dtype = np.float32
+
+
+def _create_npy(path: Path, dtype: type, shape: tuple[int, ...]) -> None:
+    """An ``.npy`` of ``shape`` at ``path`` with all its blocks allocated on disk.
+
+    ``open_memmap`` makes a sparse file; writing through the map then allocates blocks at page faults, and on a
+    full disk that is a SIGBUS that kills the process with no message. Reserving the space up front turns a
+    full disk into an ``OSError`` (ENOSPC) here, naming the file."""
+    try:
+        np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        with open(path, "r+b") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            try:
+                os.posix_fallocate(handle.fileno(), 0, size)
+            except (AttributeError, OSError) as err:  # no fallocate here (macOS, some file systems): write zeros
+                if isinstance(err, OSError) and err.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                _fill_zeros(handle, size)
+    except OSError as err:
+        path.unlink(missing_ok=True)
+        raise named(err, path) from None
+
+
+def _fill_zeros(handle: Any, size: int, block: int = 1 << 20) -> None:
+    """Allocate the ``size`` bytes of an open file by writing them (the ``.npy`` header is rewritten as it was)."""
+    handle.seek(0)
+    header = handle.read(4096)
+    handle.seek(0)
+    zeros = bytes(block)
+    for start in range(0, size, block):
+        handle.write(zeros[: min(block, size - start)])
+    handle.seek(0)
+    handle.write(header[: min(len(header), size)])
+    handle.flush()
 
 
 def _write_rows(path: Path, start: int, rows: np.ndarray) -> None:

@@ -2,6 +2,10 @@
 
 Each batch file is a pickled dict with ``b"data"`` (uint8 ``(N, 3072)``, channel-major 3x32x32 rows) and
 ``b"labels"`` (N ints). The training split is ``data_batch_1`` … ``data_batch_5``, the test split ``test_batch``.
+
+A pickle can call any importable function while it loads (``os.system`` included), so a batch file is read
+with :class:`BatchUnpickler`, which resolves only the globals a CIFAR batch needs to rebuild its numpy
+array (see :data:`ALLOWED_GLOBALS`); any other reference is refused before anything is called.
 """
 
 from __future__ import annotations
@@ -28,16 +32,42 @@ SPLIT_FILES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: The only globals a batch may reference: numpy's array, scalar and dtype reconstruction (``_reconstruct`` up to
+#: pickle protocol 4, ``_frombuffer`` at 5; module names of numpy < 2 and ≥ 2) and ``_codecs.encode``, which
+#: Python 3 pickles use for bytes at protocols < 3. None of them runs code or touches files.
+ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),  # labels as numpy integers
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Loads dicts, lists, bytes, str, numbers and numpy arrays; any other global is an ``UnpicklingError``."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"a reference to {module}.{name}, which a CIFAR-10 batch does not hold (refused: "
+                                         "loading it could run code)")
+        return super().find_class(module, name)
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise ValueError(f"expected CIFAR-10 batch file {str(path)!r}, got no such file")
     try:
         with path.open("rb") as handle:
-            batch = pickle.load(handle, encoding="bytes")
+            batch = BatchUnpickler(handle, encoding="bytes").load()
+        if not isinstance(batch, dict):
+            raise TypeError(f"a pickled {type(batch).__name__}")
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
-    except (OSError, EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as error:
-        raise ValueError(f"expected a pickled dict with b'data' and b'labels' in {str(path)!r}, got {error!r}") from error
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"expected a CIFAR-10 batch (a pickled dict of bytes, lists and numpy arrays) in {str(path)!r}, "
+                         f"got {str(error).splitlines()[0] if str(error) else 'an unreadable pickle'}") from None
+    except (OSError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise ValueError(f"expected a pickled dict with b'data' and b'labels' in {str(path)!r}, got {error!r}") from None
     if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),):
         raise ValueError(f"expected data (N, 3072) and N labels in {str(path)!r}, got {data.shape} and {labels.shape}")
     return data, labels
