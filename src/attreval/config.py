@@ -38,13 +38,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A model: a built-in name (``fashion_vgg``, ``fashion_resnet``, ``cifar_vgg11``) or any torchvision
-    classification model name, with ``weights`` a local state-dict file (built-ins default to the shipped one)."""
+    """A model: a built-in name (``fashion_vgg``, ``fashion_resnet``, ``cifar_vgg11``), any torchvision
+    classification model name or ``timm:NAME``, with ``weights`` a local state-dict file (built-ins default to
+    the shipped one); or ``architecture``, a factory of the user's (then ``name`` is only a label)."""
 
     name: str
     weights: str = ""
     num_classes: int = 0
     label: str = ""
+    architecture: str = ""  # "package.module:function" or "file.py:function" returning an nn.Module or StagedModel
 
     @property
     def key(self) -> str:

@@ -325,7 +325,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
     lock = RunLock(out)  # rank 0 takes it in prepare_run_dir and holds it until the end (see attreval.lock)
     try:
         with faithful_numerics(dev):
-            models = {m.key: load_model(m.name, m.weights, m.num_classes, config.evaluation.layers).to(dev) for m in config.models}
+            models = {m.key: load_model(m.name, m.weights, m.num_classes, config.evaluation.layers, m.architecture).to(dev) for m in config.models}
             group.on_main(lambda: prepare_run_dir(out, config, resume, lock))  # its errors end every rank with one line
             store = RunStore(out)
             try:

@@ -179,7 +179,13 @@ class PartTail(SettingTail):
     """DiPart's network: the rest of the backbone on the whole grid, then head i on block i of its features."""
 
     def __call__(self, a: Tensor) -> Tensor:
-        blocks = select_cells(self.staged.run(a, self.start), self.n, self.heads)
+        features = self.staged.run(a, self.start)
+        if features.shape[-1] % self.n or features.shape[-2] % self.n:
+            raise ValueError(
+                f"expected the grid's final features to split into {self.n}×{self.n} cell blocks for DiPart, got "
+                f"{features.shape[-2]}×{features.shape[-1]} from {self.staged.architecture} (its borders do not scale with the grid; use DiFull)"
+            )
+        blocks = select_cells(features, self.n, self.heads)
         return self.staged.cell_head(blocks).view(a.shape[0], len(self.heads), -1)
 
 
