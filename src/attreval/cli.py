@@ -51,6 +51,11 @@ def _list(args: argparse.Namespace) -> int:
     from attreval.settings import SETTINGS
 
     what = args.what
+    if what == "config":  # the config reference, docs/config.md
+        from attreval.config import config_reference
+
+        print(config_reference(), end="")
+        return 0
     if what in ("methods", "all"):
         for name, method in METHODS.items():
             print(f"{name:16s} {method.display:18s} {method.family:13s} {method!r}")
@@ -94,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("list", help="list methods, settings and models")
-    p.add_argument("what", nargs="?", default="all", choices=["methods", "settings", "models", "all"])
+    p = sub.add_parser("list", help="list methods, settings and models, or print the config reference (list config)")
+    p.add_argument("what", nargs="?", default="all", choices=["methods", "settings", "models", "all", "config"])
     p.set_defaults(func=_list)
 
     from attreval.train import configure_parser

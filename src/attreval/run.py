@@ -103,7 +103,7 @@ def make_grids(store: RunStore, config: RunConfig, models: dict[str, nn.Module],
                 dataset = dataset if dataset is not None else load_dataset(**vars(config.data))
                 built = build_grid_dataset(
                     dataset, group, config.grids.n, count, threshold=config.grids.confidence,
-                    repeat_corners=repeat, seed=config.seed, device=device,
+                    repeat_corners=repeat, seed=config.seed, device=device, rule=config.grids.images,
                 )
                 path.parent.mkdir(parents=True, exist_ok=True)
                 built.save(path)
