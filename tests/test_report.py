@@ -29,6 +29,7 @@ N, CELL, CHANNELS = 2, 8, 1
 SIDES = {"input": 16, "middle": 8, "final": 4}
 KERNEL_REFS = (9, 17, 33, 65, 129, 257)
 SMOOTHED = ("int_grad", "input_x_grad")
+CLASS_NAMES = tuple(f"class{c}_name" for c in range(10))
 
 
 def _maps(rng: np.random.Generator, grids: int, cells: list[int], side: int, strength: float, noise: float,
@@ -63,6 +64,7 @@ def _rows(unit: Unit, maps: torch.Tensor, cells: list[int], labels: torch.Tensor
             "grid": np.repeat(np.arange(g), t), "cell": np.tile(cells, g),
             "head": np.tile(cells if unit.setting != "gridpg" else [0] * t, g),
             "label": labels[:, cells].reshape(-1).numpy(),
+            "class_name": [CLASS_NAMES[c] for c in labels[:, cells].reshape(-1).tolist()],
             "score": score_from_parts(inside, total).reshape(-1).numpy(),
             "inside": inside.reshape(-1).numpy(), "total": total.reshape(-1).numpy(),
         })[COLUMNS])
@@ -83,7 +85,7 @@ def make_synthetic_run(root: Path, *, settings=("gridpg", "difull"), models=("to
             gen = torch.Generator().manual_seed(len(kind))
             labels = torch.stack([torch.randperm(10, generator=gen)[:N * N] for _ in range(count)])
             images = torch.randn(count, CHANNELS, N * CELL, N * CELL, generator=gen)
-            GridDataset(images, labels, labels.clone(), spec, kind != "gridpg", 0).save(store.grid_path(model, kind))
+            GridDataset(images, labels, labels.clone(), spec, kind != "gridpg", 0, CLASS_NAMES).save(store.grid_path(model, kind))
     units = []
     for model in models:
         for setting in settings:

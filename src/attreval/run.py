@@ -219,6 +219,7 @@ def _rows(unit: Unit, setting, grids: GridDataset, heads, kernel, ref, inside, t
         "grid": np.repeat(np.arange(g), t), "cell": np.tile(np.array(heads), g),
         "head": np.tile(np.array(heads if unit.setting != "gridpg" else [0] * t), g),
         "label": grids.labels[:, list(heads)].reshape(-1).numpy(),
+        "class_name": [grids.class_name(c) for c in grids.labels[:, list(heads)].reshape(-1).tolist()],
         "score": score.reshape(-1).numpy(), "inside": inside.reshape(-1).numpy(), "total": total.reshape(-1).numpy(),
     })
 

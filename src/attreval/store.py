@@ -28,7 +28,7 @@ import pandas as pd
 
 COLUMNS = [
     "model", "setting", "layer", "stage", "method", "kernel_size", "kernel_ref",
-    "grid", "cell", "head", "label", "score", "inside", "total",
+    "grid", "cell", "head", "label", "score", "inside", "total", "class_name",
 ]
 
 
