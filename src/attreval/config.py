@@ -424,8 +424,9 @@ def config_from_json(stored: dict[str, Any]) -> RunConfig:
 # --------------------------------------------------------------------------------------------------
 # The config reference (docs/config.md), generated from the dataclasses above
 
+TABLES = ("data", "models", "grids", "evaluation", "methods", "variants")
 REFERENCE_SECTIONS: tuple[tuple[str, type | None, str], ...] = (
-    ("Top level", None, "Keys before the first table."),
+    ("Top level", None, "Keys before the first table, and the tables."),
     ("[data]", DataConfig, DataConfig.__doc__ or ""),
     ("[[models]]", ModelConfig, ModelConfig.__doc__ or ""),
     ("[grids]", GridConfig, GridConfig.__doc__ or ""),
@@ -464,8 +465,9 @@ def _field_rows(cls: type, names: list[str] | None = None) -> list[str]:
             continue
         default = f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
         name = "*other keys*" if cls is VariantConfig and f.name == "options" else f"`{f.name}`"
-        shown = "—" if cls is VariantConfig and f.name == "options" else _toml(default)
-        rows.append(f"| {name} | {_type_name(f.type)} | {shown} | {f.metadata.get('doc', '')} |")
+        table = cls is RunConfig and f.name in TABLES
+        shown = "—" if table or (cls is VariantConfig and f.name == "options") else _toml(default)
+        rows.append(f"| {name} | {'table' if table else _type_name(f.type)} | {shown} | {f.metadata.get('doc', '')} |")
     return rows
 
 
@@ -487,7 +489,7 @@ def config_reference() -> str:
     for title, cls, text in REFERENCE_SECTIONS:
         lines += ["", f"## {title}", "", " ".join(text.replace("``", "`").split())]
         if title == "Top level":
-            lines += [""] + _field_rows(RunConfig, ["seed", "device"])
+            lines += [""] + _field_rows(RunConfig)
         elif cls is not None:
             lines += [""] + _field_rows(cls)
     return "\n".join(lines) + "\n"
