@@ -70,6 +70,11 @@ def _list(args: argparse.Namespace) -> int:
     what = args.what
     if what == "layers":
         return _list_layers(args)
+    if what == "config":  # the config reference, docs/config.md
+        from attreval.config import config_reference
+
+        print(config_reference(), end="")
+        return 0
     if what in ("methods", "all"):
         for name, method in METHODS.items():
             print(f"{name:16s} {method.display:18s} {method.family:13s} {method!r}")
@@ -160,8 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=_verify)
 
-    p = sub.add_parser("list", help="list methods, settings, models and splitters, or a model's layers")
-    p.add_argument("what", nargs="?", default="all", choices=["methods", "settings", "models", "splitters", "layers", "all"])
+    p = sub.add_parser("list", help="list methods, settings, models and splitters, a model's layers, or the config reference")
+    p.add_argument("what", nargs="?", default="all", choices=["methods", "settings", "models", "splitters", "layers", "config", "all"])
     p.add_argument("model", nargs="?", help="with 'layers': a model name (resnet18, timm:efficientnet_b0, fashion_vgg …)")
     p.add_argument("--input-size", help="with 'layers': input size, e.g. 224 or 3x224x224 (default: the model's)")
     p.add_argument("--num-classes", type=int, default=0, help="with 'layers': classifier outputs (default 1000)")

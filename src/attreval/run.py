@@ -129,7 +129,7 @@ def make_grids(store: RunStore, config: RunConfig, models: dict[str, nn.Module],
                 dataset = dataset if dataset is not None else load_dataset(**vars(config.data))
                 built = build_grid_dataset(
                     dataset, group, config.grids.n, count, threshold=config.grids.confidence,
-                    repeat_corners=repeat, seed=config.seed, device=device,
+                    repeat_corners=repeat, seed=config.seed, device=device, rule=config.grids.images,
                 )
                 store.save_grids(path, built, fingerprint)
             grids[key, kind] = store.load_grids(path, fingerprint, config.seed)
@@ -257,6 +257,7 @@ def _rows(unit: Unit, setting, grids: GridDataset, heads, kernel, ref, inside, t
         "grid": np.repeat(np.arange(g), t), "cell": np.tile(np.array(heads), g),
         "head": np.tile(np.array(setting.heads_for(heads)), g),
         "label": grids.labels[:, list(heads)].reshape(-1).numpy(),
+        "class_name": [grids.class_name(c) for c in grids.labels[:, list(heads)].reshape(-1).tolist()],
         "score": score.reshape(-1).numpy(), "inside": inside.reshape(-1).numpy(), "total": total.reshape(-1).numpy(),
     })
 

@@ -98,7 +98,7 @@ def build_architecture(name: str, num_classes: int = 0, architecture: str = "") 
 
 def _load_weights(model: nn.Module, name: str, weights: str, num_classes: int) -> nn.Module:
     """Load the state dict at ``weights`` into ``model`` (``weights_only=True``); one-line errors."""
-    path = Path(weights).expanduser()
+    path = Path(weights).expanduser().absolute()
     if not path.is_file():
         raise ValueError(f"expected the weights of '{name}' at {path}, found no file there")
     try:
@@ -108,6 +108,24 @@ def _load_weights(model: nn.Module, name: str, weights: str, num_classes: int) -
     try:
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
     except (RuntimeError, AttributeError, TypeError) as err:
-        first = str(err).strip().splitlines()[0][:200]
-        raise ValueError(f"expected weights for '{name}' with {num_classes} classes in {path}, got: {first}") from None
+        raise ValueError(f"expected weights for '{name}' with {num_classes} classes in {path}, got: {_load_error_detail(err)}") from None
     return model.eval()
+
+
+def _load_error_detail(err: Exception) -> str:
+    """The useful part of a ``load_state_dict`` error, on one line, not its bare "Error(s) in loading
+    state_dict for ResNet:" heading: the missing / unexpected keys (another architecture), else the first
+    size mismatch, with the number of classes the checkpoint has when the mismatch is in the classifier."""
+    import re
+
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("Missing key(s)", "Unexpected key(s)")):
+            return line[:300]
+    for line in lines:
+        if line.startswith("size mismatch"):
+            found = re.search(r"size mismatch for (\S+): .*torch\.Size\(\[(\d+)[^\]]*\]\) from checkpoint.*torch\.Size\(\[(\d+)", line)
+            classifier = found is not None and re.match(r"(fc|classifier|head)\b", found.group(1)) is not None
+            hint = f" (the checkpoint has {found.group(2)} outputs: set num_classes = {found.group(2)})" if classifier and found.group(2) != found.group(3) else ""
+            return line[:300] + hint
+    return lines[0][:300] if lines else type(err).__name__
