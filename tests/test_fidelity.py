@@ -101,7 +101,7 @@ def ill_conditioned_task() -> tuple[Task, torch.Tensor, torch.Tensor]:
     def forward(x):
         return torch.einsum("nchw,kchw->nk", x, m.to(x.dtype))[:, None]
 
-    task = Task(forward=forward, inputs=a, heads=torch.zeros(2, dtype=torch.long), classes=torch.tensor([[0, 1]]), chunk_size=16)
+    task = Task(tail=forward, inputs=a, heads=torch.zeros(2, dtype=torch.long), classes=torch.tensor([[0, 1]]), chunk_size=16)
     return task, m[None], a
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from attreval.registry import did_you_mean, unknown_name_error
+from attreval.settings import SETTINGS
 
 PAPER_KERNELS = (9, 17, 33, 65, 129, 257)
-ALL = ("gridpg", "difull", "dipart")
+ALL = tuple(SETTINGS.names())  # every registered setting, in registration order
 DATA_KINDS = ("fashion_mnist", "cifar10", "imagefolder", "flat")
 FOLDER_KINDS = ("imagefolder", "flat")
 
@@ -373,8 +374,9 @@ def _names_check(config: RunConfig) -> None:
     for kind in ("gridpg", "disconnected"):
         users = [s for s in e.settings if s in SETTINGS and SETTINGS.get(s).grids == kind]
         if users and getattr(g, kind) < 1:
-            raise ValueError(f"expected a positive [grids] {kind} with the {'/'.join(users)} setting selected, got "
-                             f"{getattr(g, kind)} (drop {'it' if len(users) == 1 else 'them'} from [evaluation] settings to skip)")
+            names = "/".join(s for s in SETTINGS.names() if SETTINGS.get(s).grids == kind)
+            raise ValueError(f"expected a positive [grids] {kind} with the {names} settings selected, got "
+                             f"{getattr(g, kind)} (drop {'/'.join(users)} from [evaluation] settings to skip)")
 def _validate_inputs(config: RunConfig) -> None:
     """Checks of the keys that describe a user's own data: the image rule and the folder preprocessing."""
     from attreval.data.grids import IMAGE_RULES

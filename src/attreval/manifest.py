@@ -51,7 +51,7 @@ def grid_fingerprint(config: dict[str, Any], model_key: str, kind: str) -> dict[
         models = [m for m in models if (m.get("label") or m["name"]) == model_key]
     return {
         "kind": kind, "seed": config["seed"], "data": config["data"], "models": models,
-        "grids": {"n": grids["n"], "count": grids["gridpg" if kind == "gridpg" else "disconnected"],
+        "grids": {"n": grids["n"], "count": grids[kind],
                   "confidence": grids["confidence"], "selection": grids["selection"]},
     }
 

@@ -24,7 +24,7 @@ from attreval.settings import SETTINGS
 from attreval.store import atomic_write
 
 FAMILIES = ("backprop", "activation", "perturbation")
-SETTING_ORDER = ("gridpg", "difull", "dipart")
+SETTING_ORDER = tuple(SETTINGS.names())
 LAYER_ORDER = ("input", "middle", "final")
 LAYER_COLOURS = {"input": "#4c72b0", "middle": "#dd8452", "final": "#55a868"}
 OTHER_COLOURS = ("#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")

@@ -29,6 +29,7 @@ from attreval.analysis import aggatt as agg
 from attreval.analysis import correlation, cost_summary, smoothgrad_sweep, smoothing_curves
 from attreval.manifest import verify_run
 from attreval.reader import Run, grid_kind, load_run
+from attreval.settings import SETTINGS
 from attreval.store import RunStore, atomic_write
 
 log = logging.getLogger(__name__)
@@ -321,14 +322,15 @@ def _small_rho_note(report: _Report, pairs: list[int], n: int) -> None:
 
 def _native(report: _Report, rows: pd.DataFrame, model: str) -> None:
     """DiFull below the input: upsampled vs native-resolution medians (the upsampling leak vs real leakage)."""
-    hidden = rows[(rows["setting"] == "difull") & (rows["layer"] != "input") & (rows["kernel_size"] == 0)]
+    separate = [name for name, cls in SETTINGS.items() if cls.separate_cells]  # DiFull
+    hidden = rows[rows["setting"].isin(separate) & (rows["layer"] != "input") & (rows["kernel_size"] == 0)]
     if hidden.empty:
         return
     report.heading(3, "DiFull below the input: upsampling leak or real leakage? (n maps)")
     frames, missing = [], []
-    for (layer, method), _ in hidden.groupby(["layer", "method"], sort=False):
+    for (setting, layer, method), _ in hidden.groupby(["setting", "layer", "method"], sort=False):
         try:
-            frames.append(report.run.native_scores(model, "difull", layer, method))
+            frames.append(report.run.native_scores(model, setting, layer, method))
         except ValueError as err:
             missing.append(f"{plots.method_display(method)} at {layer} ({err})")
     if missing:

@@ -40,12 +40,15 @@ class Setting(ABC):
     Class attributes:
         grids: the grid kind evaluated (a key of :data:`GRID_KINDS`).
         pooled: whether there is one output pooled over the whole grid (GridPG) instead of one head per cell.
+        separate_cells: whether every cell runs through the backbone alone (DiFull), so that any attribution
+            outside a head's cell is provably wrong.
     """
 
     name: str = ""
     display: str = ""
     grids: str = "disconnected"
     pooled: bool = False
+    separate_cells: bool = False
 
     def __init__(self, model: nn.Module | StagedModel, n: int):
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
@@ -164,7 +167,7 @@ class DiFull(Setting):
     per-cell activations are stitched into a grid (:class:`CellTail`).
     """
 
-    name, display = "difull", "DiFull"
+    name, display, separate_cells = "difull", "DiFull", True
 
     def activations(self, x: Tensor, layer: str) -> Tensor:
         with torch.no_grad():

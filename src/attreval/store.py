@@ -237,11 +237,7 @@ class RunStore:
         is an ``OSError`` naming the file (torch's own writer turns it into an opaque RuntimeError)."""
         import torch
 
-        payload = {
-            "images": grids.images, "labels": grids.labels, "sources": grids.sources,
-            "n": grids.spec.n, "cell_h": grids.spec.cell_h, "cell_w": grids.spec.cell_w,
-            "repeat_corners": grids.repeat_corners, "seed": grids.seed,
-        }
+        payload = grids.payload()
 
         def write(tmp: Path) -> None:
             with tmp.open("wb") as handle:

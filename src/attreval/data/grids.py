@@ -57,18 +57,19 @@ class GridDataset:
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         return self.images[index], self.labels[index]
 
+    def payload(self) -> dict:
+        """The grid file's content: the one place its schema is written (:meth:`load` reads it back)."""
+        return {
+            "images": self.images, "labels": self.labels, "sources": self.sources,
+            "n": self.spec.n, "cell_h": self.spec.cell_h, "cell_w": self.spec.cell_w,
+            "repeat_corners": self.repeat_corners, "seed": self.seed, "class_names": list(self.class_names),
+        }
+
     def save(self, path: str | os.PathLike) -> None:
         """Write atomically (temporary file, then rename)."""
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
-        torch.save(
-            {
-                "images": self.images, "labels": self.labels, "sources": self.sources,
-                "n": self.spec.n, "cell_h": self.spec.cell_h, "cell_w": self.spec.cell_w,
-                "repeat_corners": self.repeat_corners, "seed": self.seed, "class_names": list(self.class_names),
-            },
-            tmp,
-        )
+        torch.save(self.payload(), tmp)
         os.replace(tmp, path)
 
     @classmethod
