@@ -253,3 +253,78 @@ def test_flat_folder_missing_things(flat_dir, tmp_path):
         folders.labeled_folder_dataset(tmp_path / "empty", tmp_path / "absent.txt")
     with pytest.raises(ValueError, match="missing path"):
         folders.labeled_folder_dataset(tmp_path / "absent", tmp_path / "absent.txt")
+
+
+# ----------------------------------------------------------------------------------- preprocessing, classes
+
+
+def test_folder_transform_defaults_are_the_paper_imagenet_transform(tmp_path):
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (40, 52, 3), dtype=np.uint8))
+    reference = folders.imagenet_transform(32, 24)(image)
+    assert torch.equal(folders.folder_transform(32, 24)(image), reference)
+    explicit = folders.folder_transform(32, 24, 3, True, folders.IMAGENET_MEAN, folders.IMAGENET_STD)(image)
+    assert torch.equal(explicit, reference)
+
+
+def test_folder_transform_grey_raw_and_custom_statistics():
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    raw = folders.folder_transform(0, 0, 3, normalize=False)(image)
+    assert torch.allclose(raw, torch.from_numpy(pixels).permute(2, 0, 1).float() / 255)  # no resize, no crop, [0, 1]
+    grey = folders.folder_transform(0, 0, 1, mean=(0.5,), std=(0.25,))(image)
+    luma = np.asarray(image.convert("L"), dtype=np.float32) / 255
+    assert grey.shape == (1, 16, 16) and torch.allclose(grey[0], (torch.from_numpy(luma) - 0.5) / 0.25)
+    one_for_all = folders.folder_transform(0, 0, 3, mean=(0.5,), std=(0.5,))(image)
+    assert torch.allclose(one_for_all, raw * 2 - 1, atol=1e-6)
+    with pytest.raises(ValueError, match="expected channels 1 or 3, got 2"):
+        folders.folder_transform(channels=2)
+
+
+@pytest.mark.parametrize("content, says", [(b"", "an empty file"), (b"not an image at all", "UnidentifiedImageError")])
+def test_unreadable_images_raise_one_line_naming_the_file(tmp_path, content, says):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        _png(tmp_path / cls / "0.png", (10, 20, 30))
+    (tmp_path / "b" / "1.png").write_bytes(content)
+    dataset = folders.image_folder_dataset(tmp_path, resize=8, crop=8)
+    assert dataset[0][0].shape == (3, 8, 8)
+    with pytest.raises(ValueError) as err:
+        dataset[2]
+    message = str(err.value)
+    assert str((tmp_path / "b" / "1.png").absolute()) in message and says in message and "\n" not in message
+
+
+def test_class_names_of_every_kind(tmp_path, cifar_dir):
+    from attreval.data import class_names, load_dataset
+    from attreval.data.cifar10 import CIFAR10_CLASSES
+
+    for cls in ("zebra", "ant"):
+        (tmp_path / "f" / cls).mkdir(parents=True)
+        _png(tmp_path / "f" / cls / "0.png", (1, 2, 3))
+    assert class_names(load_dataset("imagefolder", str(tmp_path / "f"), resize=8, crop=8)) == ("ant", "zebra")
+    assert class_names(load_dataset("imagefolder", str(tmp_path / "f"), resize=8, crop=8, limit=1)) == ("ant", "zebra")
+    assert class_names(load_dataset("fashion_mnist", limit=5)) == fashion_mnist.CLASS_NAMES
+    assert class_names(load_dataset("cifar10", str(cifar_dir))) == CIFAR10_CLASSES
+    assert class_names(torch.utils.data.TensorDataset(torch.zeros(1))) == ()
+
+
+def test_image_rules_select_and_account():
+    """A fixed linear 'model' whose logits are given per image: each rule keeps what it says, and counts what it removed."""
+    from attreval.data.grids import select_images
+
+    logits = torch.tensor([[9.0, 0.0], [0.0, 9.0], [0.2, 0.0], [0.0, 0.2]])  # image i's logits
+    labels = torch.tensor([0, 0, 0, 0])  # 0: right & confident, 1: wrong & confident in class 1, 2: right & unsure, 3: wrong & unsure
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(2, 2, bias=False)).eval()
+    model[1].weight.data = torch.eye(2)
+    kept, summary = select_images([model], logits, labels, 0.9, "correct-and-confident")
+    assert kept.tolist() == [0] and "kept 1 of 4 images of 1 of 1 classes: 2 misclassified, 1 below confidence" in summary
+    kept, summary = select_images([model], logits, labels, 0.5, "confident")  # p(label) ≥ 0.5: images 0 and 2 (0.55)
+    assert kept.tolist() == [0, 2] and summary.endswith("2 below confidence")
+    kept, summary = select_images([model], logits, labels, 0.0, "confident")
+    assert kept.tolist() == [0, 1, 2, 3]  # confidence 0 switches the filter off, right or wrong
+    kept, summary = select_images([model], logits, labels, 0.99, "any")
+    assert kept.tolist() == [0, 1, 2, 3] and summary == '[grids] images = "any" kept 4 of 4 images of 1 of 1 classes'
+    with pytest.raises(ValueError, match="expected labels in 0..1"):  # "any" still checks what the model outputs
+        select_images([model], logits, torch.tensor([0, 0, 0, 5]), 0.0, "any", batch_size=2)

@@ -29,6 +29,7 @@ N, CELL, CHANNELS = 2, 8, 1
 SIDES = {"input": 16, "middle": 8, "final": 4}
 KERNEL_REFS = (9, 17, 33, 65, 129, 257)
 SMOOTHED = ("int_grad", "input_x_grad")
+CLASS_NAMES = tuple(f"class{c}_name" for c in range(10))
 
 
 def _maps(rng: np.random.Generator, grids: int, cells: list[int], side: int, strength: float, noise: float,
@@ -63,6 +64,7 @@ def _rows(unit: Unit, maps: torch.Tensor, cells: list[int], labels: torch.Tensor
             "grid": np.repeat(np.arange(g), t), "cell": np.tile(cells, g),
             "head": np.tile(cells if unit.setting != "gridpg" else [0] * t, g),
             "label": labels[:, cells].reshape(-1).numpy(),
+            "class_name": [CLASS_NAMES[c] for c in labels[:, cells].reshape(-1).tolist()],
             "score": score_from_parts(inside, total).reshape(-1).numpy(),
             "inside": inside.reshape(-1).numpy(), "total": total.reshape(-1).numpy(),
         })[COLUMNS])
@@ -83,7 +85,7 @@ def make_synthetic_run(root: Path, *, settings=("gridpg", "difull"), models=("to
             gen = torch.Generator().manual_seed(len(kind))
             labels = torch.stack([torch.randperm(10, generator=gen)[:N * N] for _ in range(count)])
             images = torch.randn(count, CHANNELS, N * CELL, N * CELL, generator=gen)
-            GridDataset(images, labels, labels.clone(), spec, kind != "gridpg", 0).save(store.grid_path(model, kind))
+            GridDataset(images, labels, labels.clone(), spec, kind != "gridpg", 0, CLASS_NAMES).save(store.grid_path(model, kind))
     units = []
     for model in models:
         for setting in settings:
@@ -200,6 +202,65 @@ def test_aggatt_from_run_uses_stored_scores_and_columns(full_run):
         agg.aggatt_from_run(store, "toy_vgg", "difull", "input", "grad", cell=1, results=results)
 
 
+def test_report_shows_sample_sizes_class_names_and_the_hidden_layer_note(full_run):
+    store, out = full_run
+    page = out.read_text()
+    results = store.results()
+    gridpg = results[(results["setting"] == "gridpg") & (results["method"] == "grad") & (results["layer"] == "input")
+                     & (results["kernel_size"] == 0)]
+    assert f"{gridpg['score'].median():.3f} (n={len(gridpg)})" in page  # median tables: n maps
+    assert "Each ρ is over n=200 paired instances" in page  # 50 grids × 4 cells
+    assert re.search(r"n instances</th>", page) and "n=200" in page
+    assert "0–2%: 1 map (class" in page and "Maps per bin" in page  # 50 maps: the 2 % bins hold one map each
+    assert "small sample" not in page  # 50 grids are enough for every statistic shown
+    assert "Below the input it is not" in page and "upsampling leak or real leakage" in page
+
+
+def test_native_scores_tell_the_upsampling_leak_from_leakage(full_run):
+    """The synthetic DiFull `grad` maps are exactly zero outside their cell: upsampled from 4×4 they score below 1,
+    at the native resolution exactly 1; the noisy maps of the other methods leak at both resolutions."""
+    from attreval.reader import Run
+
+    store, out = full_run
+    run = Run(store.root)
+    native = run.native_scores("toy_vgg", "difull", "final", "grad")
+    assert len(native) == 100 and (native["native"] == 1).all()
+    assert native["score"].median() < 0.95
+    assert f"{native['score'].median():.3f} (n=100)" in out.read_text()
+    leaky = run.native_scores("toy_vgg", "difull", "final", "grad_cam")
+    assert (leaky["native"] < 1).mean() > 0.9
+    maps = store.maps("toy_vgg", "difull", "final", "grad_cam").astype(np.float32)
+    column = [0, 3].index(int(leaky["cell"].iloc[0]))
+    by_hand = localization_parts(torch.from_numpy(maps[:1, column:column + 1]), N, torch.tensor([[leaky["cell"].iloc[0]]]))
+    assert leaky["native"].iloc[0] == pytest.approx(float(score_from_parts(*by_hand)), abs=1e-6)
+
+
+def test_small_runs_get_sample_size_notes(tmp_path):
+    store = make_synthetic_run(tmp_path, settings=("gridpg", "difull"), methods=("grad", "grad_cam"), layers=("input", "final"),
+                               grids=(5, 6))
+    page = write_report(store.root, dpi=40).read_text()
+    assert "small sample: 5 maps of the target cell" in page and "ask for [grids] gridpg = 50 or more" in page
+    assert "small sample: 6 maps" in page and "[grids] disconnected = 50 or more" in page
+    assert "ρ over as few as 20 instances" in page and "[grids] gridpg = 8 or more" in page
+    assert "(n=20)" in page and "(n=12)" in page  # GridPG 5 grids × 4 cells; DiFull 6 grids × 2 corners
+
+
+def test_report_and_aggatt_read_through_load_run(full_run):
+    """AggAtt takes a Run (its grids come from GridDataset, not a raw file read): examples carry the target
+    cell's class name, and the per-bin class counts never exceed the bin's maps."""
+    import attreval.analysis.aggatt as aggatt_module
+    from attreval.reader import load_run
+
+    assert not hasattr(aggatt_module, "load_grid")
+    store, _ = full_run
+    run = load_run(store.root)
+    a = agg.aggatt_from_run(run, "toy_vgg", "gridpg", "input", "grad")
+    ex = agg.examples_from_run(run, a, "toy_vgg", "gridpg", "input", "grad")
+    labels = run.grids("toy_vgg", "gridpg").labels
+    assert ex.classes == tuple(f"class{int(labels[g, 0])}_name" for g in ex.grids)
+    assert [sum(c for _, c in top) <= b.size for top, b in zip(agg.bin_classes(run, a, "toy_vgg", "gridpg"), a.bins)] == [True] * 6
+
+
 def _chromium(args: list[str], profile: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -228,6 +289,10 @@ def test_report_in_headless_chromium(full_run, tmp_path):
     images, broken, console = _browser_check(out, tmp_path / "profile")
     assert (images, broken) == (expected, 0)
     assert console == []
+    dom = _chromium(["--dump-dom", out.resolve().as_uri()], tmp_path / "profile").stdout
+    for text in ("(n=200)", "Each ρ is over n=200 paired instances", "Maps per bin", "class", "Below the input it is not",
+                 "upsampling leak or real leakage"):
+        assert text in dom, text  # rendered, not only in the source
     shot = store.root / "report_screenshot.png"
     run = _chromium([f"--screenshot={shot}", "--window-size=1400,4000", out.resolve().as_uri()], tmp_path / "profile")
     assert run.returncode == 0 and shot.read_bytes()[:4] == b"\x89PNG"

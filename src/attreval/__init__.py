@@ -11,6 +11,7 @@ from attreval.methods.custom import captum_method
 from attreval.metric import localization_parts, localization_score
 from attreval.models.staged import StagedModel
 from attreval.models.splitters import split_model
+from attreval.reader import Run, load_run
 from attreval.settings import SETTINGS, DiFull, DiPart, GridPG, make_setting
 
 __version__ = "0.1.0"
@@ -32,4 +33,6 @@ __all__ = [
     "DiFull",
     "DiPart",
     "make_setting",
+    "Run",
+    "load_run",
 ]

@@ -68,6 +68,13 @@ def _list(args: argparse.Namespace) -> int:
     from attreval.settings import SETTINGS
 
     what = args.what
+    if what == "layers":
+        return _list_layers(args)
+    if what == "config":  # the config reference, docs/config.md
+        from attreval.config import config_reference
+
+        print(config_reference(), end="")
+        return 0
     if what in ("methods", "all"):
         for name, method in METHODS.items():
             print(f"{name:16s} {method.display:18s} {method.family:13s} {method!r}")
@@ -77,8 +84,51 @@ def _list(args: argparse.Namespace) -> int:
     if what in ("models", "all"):
         for name in MODELS.names():
             print(f"{name:16s} built-in (shipped weights)")
-        print("…and any torchvision classification CNN name (VGG-like or ResNet-like) with local weights")
+        print("…and any torchvision classification CNN name or timm:NAME with local weights, or architecture = \"module:function\"")
+    if what in ("splitters", "all"):
+        from attreval.models.splitters import SPLITTERS
+
+        for name, splitter in SPLITTERS.items():
+            print(f"{name:16s} splitter         {(type(splitter).__doc__ or '').strip().splitlines()[0]}")
     return 0
+
+
+def _list_layers(args: argparse.Namespace) -> int:
+    """``attreval list layers MODEL``: every layer of the split model with its activation shape."""
+    from attreval.models.loading import build_architecture
+    from attreval.models.splitters import describe_layers, in_channels, probe_input, split_model
+
+    if not args.model:
+        raise ValueError("expected a model name after 'list layers' (e.g. attreval list layers resnet18), got none")
+    model = build_architecture(args.model, args.num_classes, args.architecture or "")
+    shape = _input_size(args.input_size, in_channels(model)) if args.input_size else None
+    staged = split_model(model, shape)
+    probe = probe_input(shape or _default_shape(model), "cpu")
+    print(f"{staged.architecture}: layers for a {tuple(probe.shape[1:])} input (middle / final by the splitter's rule)")
+    for layer, alias, act in describe_layers(staged, probe):
+        print(f"{layer:28s} {alias:8s} {'×'.join(str(v) for v in act)}")
+    return 0
+
+
+def _default_shape(model) -> tuple[int, int, int]:
+    from attreval.models.splitters import splitter_for
+
+    return splitter_for(model)[1].probe_shape(model)
+
+
+def _input_size(text: str, channels: int) -> tuple[int, int, int]:
+    """``224`` (square, the model's channels), ``224x160`` or ``3x224x224``."""
+    try:
+        values = [int(v) for v in text.lower().replace("×", "x").split("x")]
+    except ValueError:
+        values = []
+    if len(values) == 1:
+        values = [channels, values[0], values[0]]
+    elif len(values) == 2:
+        values = [channels, *values]
+    if len(values) != 3 or min(values) < 1:
+        raise ValueError(f"expected --input-size like 224, 224x160 or 3x224x224, got {text!r}")
+    return values[0], values[1], values[2]
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -115,8 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.set_defaults(func=_verify)
 
-    p = sub.add_parser("list", help="list methods, settings and models")
-    p.add_argument("what", nargs="?", default="all", choices=["methods", "settings", "models", "all"])
+    p = sub.add_parser("list", help="list methods, settings, models and splitters, a model's layers, or the config reference")
+    p.add_argument("what", nargs="?", default="all", choices=["methods", "settings", "models", "splitters", "layers", "config", "all"])
+    p.add_argument("model", nargs="?", help="with 'layers': a model name (resnet18, timm:efficientnet_b0, fashion_vgg …)")
+    p.add_argument("--input-size", help="with 'layers': input size, e.g. 224 or 3x224x224 (default: the model's)")
+    p.add_argument("--num-classes", type=int, default=0, help="with 'layers': classifier outputs (default 1000)")
+    p.add_argument("--architecture", help="with 'layers': a factory \"module:function\" or \"file.py:function\"")
     p.set_defaults(func=_list)
 
     from attreval.train import configure_parser

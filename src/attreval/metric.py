@@ -82,6 +82,31 @@ def score_from_parts(inside: Tensor, total: Tensor, threshold: float = ZERO_MASS
         raise ValueError(f"expected a zero-mass threshold ≥ 0, got {threshold!r}")
     keep = total > threshold
     return torch.where(keep, inside / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(total))
+def native_localization_score(maps: Tensor, n: int, cells: Tensor) -> Tensor:
+    """The localization score of maps at their **native** resolution, with no upsampling: the check that tells
+    the upsampling leak from real leakage at hidden layers.
+
+    At a hidden layer the metric upsamples the ``(h, w)`` map bilinearly to the grid image first (PAPER.md
+    §1.5), which spreads a map that is exactly zero outside its cell across the cell border: a DiFull map of
+    a 4×4 final layer that the head cannot see beyond its cell scores about 0.88, not 1. At the native
+    resolution the cells are whole pixels when ``n`` divides ``h`` and ``w``, and such a map scores exactly 1;
+    a native score below 1 is attribution that really lies outside the cell.
+
+    Args:
+        maps: ``(B, T, h, w)`` maps, sign kept, at their native resolution.
+        n: grid size; cells: ``LongTensor (B, T)`` target cells.
+
+    Returns:
+        ``(B, T)`` float32 scores; all NaN when ``n`` does not divide ``h`` and ``w`` (cells are not whole pixels).
+
+    >>> m = torch.zeros(1, 1, 2, 2); m[0, 0, 0, 0] = 1.0
+    >>> native_localization_score(m, 2, torch.tensor([[0]])).item(), localization_score(m, 2, torch.tensor([[0]]), (8, 8)).item() < 1
+    (1.0, True)
+    """
+    _check_maps(maps)
+    if maps.shape[-2] % n or maps.shape[-1] % n:
+        return torch.full(maps.shape[:2], float("nan"), dtype=torch.float32, device=maps.device)
+    return localization_score(maps, n, cells, None)
 
 
 def _check_maps(maps: Tensor) -> None:

@@ -244,7 +244,8 @@ def aggatt_figure(rows: Sequence[tuple[str, AggAtt]], title: str = "") -> Figure
 
 def aggatt_examples_figure(rows: Sequence[tuple[str, AggAtt, Examples]], title: str = "") -> Figure:
     """For each method two rows: the grid image (grey) and its map at each bin's median position (§3.7),
-    each map on its own 99.5th-percentile scale; captions give the grid index and its score."""
+    each map on its own 99.5th-percentile scale; captions give the grid index, the target cell's class name
+    (when the run has class names) and its score."""
     if not rows:
         raise ValueError("expected at least one (label, AggAtt, Examples) row, got none")
     panels, labels = [], []
@@ -255,7 +256,9 @@ def aggatt_examples_figure(rows: Sequence[tuple[str, AggAtt, Examples]], title: 
                 images.append(Panel(None, note="empty bin"))
                 maps.append(Panel(None))
                 continue
-            images.append(Panel(_grey(ex.images[j]), f"grid {ex.grids[j]}, L={ex.scores[j]:.2f}", cell=(a.cell, a.n)))
+            name = ex.classes[j] if j < len(ex.classes) and ex.classes[j] else ""
+            caption = f"grid {ex.grids[j]}" + (f", {name}" if name else "") + f", L={ex.scores[j]:.2f}"
+            images.append(Panel(_grey(ex.images[j]), caption, cell=(a.cell, a.n)))
             maps.append(Panel(_rgb(normalise(ex.maps[j]), RDWHGN, -1, 1), cell=(a.cell, a.n)))
         panels += [images, maps]
         labels += [f"{label}\nimage", f"{label}\nmap"]

@@ -7,7 +7,9 @@ from any location, from disk, with no server). A tiny inline script marks any fi
 (and counts them on ``<body data-broken-images>``), so a missing file is visible, not silent.
 
 Works on partial runs: every piece (metadata, a setting, a layer, a method's maps, the grid file, GridPG
-for correlations, smoothed rows) is used when present and replaced by a note when absent.
+for correlations, smoothed rows) is used when present and replaced by a note when absent. Everything is
+read through :func:`attreval.load_run`. Every statistic shows its sample size (n maps of a median, paired
+instances of a Spearman ρ, maps per AggAtt bin), with a note where it is too small to read.
 """
 from __future__ import annotations
 
@@ -19,12 +21,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import numpy as np
 import pandas as pd
 
 from attreval import plots
 from attreval.analysis import aggatt as agg
 from attreval.analysis import correlation, cost_summary, smoothgrad_sweep, smoothing_curves
 from attreval.manifest import verify_run
+from attreval.reader import Run, grid_kind, load_run
 from attreval.store import RunStore, atomic_write
 
 log = logging.getLogger(__name__)
@@ -34,19 +38,36 @@ FIGURE_DIR = "report"
 COSTS_FILE = "costs.parquet"
 #: Smoothed rows added to the AggAtt figures: the paper's qualitative kernel (K = 129 at 448 px, §6.1).
 AGGATT_KERNEL_REF = 129
+#: Maps an AggAtt needs so that its 2 % bins hold at least one map each (50 · 2 % = 1, §3.4).
+MIN_AGGATT_MAPS = 50
+#: Paired instances below which a Spearman ρ gets a note: its standard error under no correlation is
+#: 1/√(n − 1), 0.19 at n = 30 (0.38 at n = 8).
+MIN_RHO_PAIRS = 30
 
 HOW_TO_READ = {
     "boxplots": "One box per method and layer (colour) over all evaluated maps: the box spans the middle half "
                 "of the scores, the line is the median, whiskers reach 1.5 IQR (outliers not drawn). 1 means all "
                 "positive attribution lies in the target cell; the lower dashed line is a uniform map (1/n²). "
-                "In DiFull, anything below 1 is attribution to cells the head cannot see (unfaithful). "
-                "A * marks a box whose scores are all equal.",
+                "In DiFull at the input layer, anything below 1 is attribution to cells the head cannot see "
+                "(unfaithful). Below the input it is not: the maps are bilinearly upsampled to the grid image "
+                "before they are scored (PAPER.md §1.5), which spreads even a map that is exactly zero outside "
+                "its cell across the border (a 4×4 map scores 0.879, an 8×8 one 0.938). The DiFull native-"
+                "resolution table below tells the two apart. A * marks a box whose scores are all equal.",
+    "native": "DiFull below the input: the median score as the paper computes it (upsampled, then scored) next to "
+              "the median score of the same maps at their own resolution, where each cell is whole pixels "
+              "(Run.native_scores, attreval.metric.native_localization_score). A native score of 1 with an "
+              "upsampled score below 1 is the upsampling leak, not unfaithfulness; a native score below 1 is "
+              "attribution that really lies outside the cell the head can see. – where the map side is not a "
+              "multiple of n (cells are not whole pixels there).",
     "aggatt": "Each row is one method; each column averages the (positive) maps of a slice of the instances "
               "sorted by score, best first: 0–2 % are the best localized, 98–100 % the worst. One colour scale "
               "per row (its 99.5th percentile), so rows show how strong the average attribution is in each bin. "
-              "The blue square is the target cell. Green = positive attribution.",
+              "The blue square is the target cell. Green = positive attribution. Each bin's title gives its N maps "
+              "(one per grid: the maps of the target cell); the line under the figure names the bins' most "
+              "frequent classes.",
     "examples": "The instance at the median of each bin: the grid image (grey) and its map (each map on its own "
-                "scale). Use it to see what a typical map in each bin looks like.",
+                "scale); the caption gives the grid, the target cell's class and its score. Use it to see what a "
+                "typical map in each bin looks like.",
     "smoothing": "Median (line) and interquartile range (band) of S-IntGrad / S-IxG against the Gaussian kernel "
                  "size, expressed as the paper's size at 448 px (Orig = not smoothed). The dashed line is "
                  "final-layer Grad-CAM in the same setting; a dotted line is SmoothGrad at that layer. Kernels are "
@@ -83,6 +104,7 @@ img { max-width: 100%; display: block; margin: .5em 0; border: 1px solid #eee; }
 img.broken { border: 2px solid red; min-height: 2em; }
 .note { color: #8a6d3b; background: #fcf8e3; padding: .3em .6em; border-left: 3px solid #e0c060; }
 .how { color: #444; font-size: 14px; max-width: 900px; }
+.caption { color: #444; font-size: 13px; max-width: 1100px; margin-top: -.2em; }
 pre { background: #f7f7f7; padding: .5em; overflow-x: auto; font-size: 12px; }
 """
 
@@ -110,6 +132,7 @@ class _Report:
 
     store: RunStore
     dpi: int
+    run: Run | None = None
     parts: list[str] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
 
@@ -151,14 +174,16 @@ def write_report(run_dir: str | Path, *, cell: int = 0, dpi: int = 90) -> Path:
         cell: the grid position of the AggAtt figures (PAPER.md §3: top-left, 0).
         dpi: figure resolution.
     """
-    store = RunStore(run_dir)
     # What the report reads must match the manifest (attreval.manifest); a missing file becomes a note below.
-    problems = verify_run(store.root, missing_ok=True)
+    problems = verify_run(RunStore(run_dir).root, missing_ok=True)
     if problems:
-        more = f" (and {len(problems) - 1} more: see attreval verify {store.root})" if len(problems) > 1 else ""
-        raise ValueError(f"expected the files of {store.root} to match its manifest, got {problems[0]}{more}")
-    results = store.results()
-    report = _Report(store, dpi)
+        root = RunStore(run_dir).root
+        more = f" (and {len(problems) - 1} more: see attreval verify {root})" if len(problems) > 1 else ""
+        raise ValueError(f"expected the files of {root} to match its manifest, got {problems[0]}{more}")
+    run = load_run(run_dir)
+    store = run.store
+    results = run.results
+    report = _Report(store, dpi, run)
     models = list(pd.unique(results["model"]))
     report.heading(1, f"attreval report: {store.root.resolve().name}")
     report.add("<p>Contents: " + " · ".join(
@@ -184,16 +209,9 @@ def _remove_stale(folder: Path, kept: list[Path]) -> None:
             path.unlink()
 
 
-def _read_json(store: RunStore, name: str) -> dict | None:
-    try:
-        return store.read_json(name)
-    except (OSError, ValueError):
-        return None
-
-
 def _metadata(report: _Report, results: pd.DataFrame) -> None:
     report.heading(2, "Run metadata", "metadata")
-    meta, config = _read_json(report.store, "meta.json"), _read_json(report.store, "config.json")
+    meta, config = report.run.meta, report.run.config_dict
     if meta is None:
         report.note("meta.json missing or unreadable: versions, device and timing unknown (unfinished run?).")
     else:
@@ -213,18 +231,29 @@ def _metadata(report: _Report, results: pd.DataFrame) -> None:
 
 
 def _grid_n(report: _Report, results: pd.DataFrame) -> int:
-    config = _read_json(report.store, "config.json") or {}
+    config = report.run.config_dict or {}
     n = config.get("grids", {}).get("n") if isinstance(config.get("grids"), dict) else None
     return int(n) if n else plots.infer_n(results)
 
 
-def _median_table(rows: pd.DataFrame) -> pd.DataFrame:
-    table = rows.pivot_table(index="method", columns=["setting", "layer"], values="score", aggfunc="median")
+def _median_table(rows: pd.DataFrame, value: str = "score") -> pd.DataFrame:
+    """Median of ``value`` per method × (setting, layer), each cell as ``"0.923 (n=32)"`` (n maps)."""
+    stats = rows.pivot_table(index="method", columns=["setting", "layer"], values=value, aggfunc=["median", "count"])
+    table, counts = stats["median"], stats["count"]
     columns = sorted(table.columns, key=lambda c: (_rank(c[0], plots.SETTING_ORDER), _rank(c[1], plots.LAYER_ORDER), c))
-    table = table.reindex(index=plots.method_order(table.index), columns=pd.MultiIndex.from_tuples(columns))
-    table.index = [plots.method_display(m) for m in table.index]
-    table.columns = pd.MultiIndex.from_tuples([(plots.setting_display(s), layer) for s, layer in table.columns])
-    return table
+    index = plots.method_order(table.index)
+    table = table.reindex(index=index, columns=pd.MultiIndex.from_tuples(columns))
+    counts = counts.reindex(index=index, columns=pd.MultiIndex.from_tuples(columns))
+    shown = pd.DataFrame(
+        [[_with_n(m, c) for m, c in zip(table.loc[i], counts.loc[i])] for i in index],
+        index=[plots.method_display(m) for m in index],
+        columns=pd.MultiIndex.from_tuples([(plots.setting_display(s), layer) for s, layer in table.columns]),
+    )
+    return shown
+
+
+def _with_n(median: float, count: float) -> str:
+    return "–" if not count or pd.isna(median) else f"{median:.3f} (n={int(count)})"
 
 
 def _rank(value: str, order: tuple[str, ...]) -> int:
@@ -235,8 +264,9 @@ def _model(report: _Report, results: pd.DataFrame, model: str, cell: int) -> Non
     rows = results[results["model"] == model]
     n = _grid_n(report, results)
     report.heading(2, f"Model {model}", f"model-{model}")
-    report.heading(3, "Median localization score (unsmoothed; rows: method, columns: setting / layer)")
+    report.heading(3, "Median localization score (unsmoothed; rows: method, columns: setting / layer; n maps)")
     report.table(_median_table(rows[rows["kernel_size"] == 0]))
+    _native(report, rows, model)
     report.heading(3, "Localization scores")
     report.figure(f"{model}__boxplots", lambda: plots.localization_boxplots(results, model, n=n), f"{model} box plots")
     report.how("boxplots")
@@ -258,6 +288,9 @@ def _model(report: _Report, results: pd.DataFrame, model: str, cell: int) -> Non
     report.figure(f"{model}__correlation", lambda: plots.correlation_heatmap(matrix, f"{model}: Spearman ρ, GridPG"),
                   f"{model} correlation heat map")
     report.how("heatmap")
+    pairs = _pair_counts(results, model)
+    report.add(f'<p class="caption">Each ρ is over {_span(pairs)} paired instances (GridPG grid cells).</p>')
+    _small_rho_note(report, pairs, n)
     report.add("<details><summary>Correlation matrix as a table</summary>")
     labelled = matrix.copy()
     labelled.index = labelled.columns = [plots.evaluation_label(*k) for k in matrix.columns]
@@ -265,13 +298,55 @@ def _model(report: _Report, results: pd.DataFrame, model: str, cell: int) -> Non
     report.add("</details>")
 
 
+def _pair_counts(results: pd.DataFrame, model: str) -> list[int]:
+    """Instances paired by every pair of the heat map's evaluations (pairwise-complete, as ρ is computed)."""
+    table = correlation.score_table(results, model)
+    finite = np.isfinite(table.to_numpy(dtype=np.float64)).astype(np.int64)
+    counts = finite.T @ finite
+    return counts[np.triu_indices(len(counts), 1)].tolist() or counts.ravel().tolist()
+
+
+def _span(counts: list[int]) -> str:
+    low, high = (min(counts), max(counts)) if counts else (0, 0)
+    return f"n={low}" if low == high else f"n={low}–{high}"
+
+
+def _small_rho_note(report: _Report, pairs: list[int], n: int) -> None:
+    if pairs and min(pairs) < MIN_RHO_PAIRS:
+        report.note(f"small sample: ρ over as few as {min(pairs)} instances; under no correlation its standard error is "
+                    f"1/√(n − 1) = {1 / np.sqrt(max(min(pairs) - 1, 1)):.2f}, so read only large differences. Ask for "
+                    f"at least {MIN_RHO_PAIRS} instances: [grids] gridpg = {-(-MIN_RHO_PAIRS // (n * n))} or more "
+                    f"({n * n} instances per {n}×{n} grid).")
+
+
+def _native(report: _Report, rows: pd.DataFrame, model: str) -> None:
+    """DiFull below the input: upsampled vs native-resolution medians (the upsampling leak vs real leakage)."""
+    hidden = rows[(rows["setting"] == "difull") & (rows["layer"] != "input") & (rows["kernel_size"] == 0)]
+    if hidden.empty:
+        return
+    report.heading(3, "DiFull below the input: upsampling leak or real leakage? (n maps)")
+    frames, missing = [], []
+    for (layer, method), _ in hidden.groupby(["layer", "method"], sort=False):
+        try:
+            frames.append(report.run.native_scores(model, "difull", layer, method))
+        except ValueError as err:
+            missing.append(f"{plots.method_display(method)} at {layer} ({err})")
+    if missing:
+        report.note("native scores skipped (they need the stored maps): " + "; ".join(missing))
+    if not frames:
+        return
+    both = pd.concat(frames, ignore_index=True)
+    table = pd.concat({"upsampled (paper)": _median_table(both, "score"), "native": _median_table(both, "native")}, axis=1)
+    report.table(table)
+    report.how("native")
+
+
 def _sweep(report: _Report, results: pd.DataFrame, model: str, n: int) -> None:
     report.heading(3, "SmoothGrad noise sweep vs S-IntGrad / S-IxG (PAPER.md §6.3)")
-    config = _read_json(report.store, "config.json")
-    if config is None:
+    if report.run.config_dict is None:
         report.note("config.json missing: SmoothGrad noise levels unknown, sweep skipped.")
         return
-    sweep = smoothgrad_sweep.smoothgrad_sweep(results, config, model)
+    sweep = smoothgrad_sweep.smoothgrad_sweep(results, report.run.config, model)
     if sweep.empty:
         report.note("no SmoothGrad rows for this model (add smoothgrad or [variants.NAME] with method = \"smoothgrad\"): sweep skipped.")
         return
@@ -293,7 +368,7 @@ def _costs(report: _Report, results: pd.DataFrame) -> None:
     for model in pd.unique(costs["model"]):
         report.figure(f"{model}__costs", lambda: plots.cost_figure(costs, model), f"{model} costs")
     report.how("costs")
-    config = _read_json(report.store, "config.json") or {}
+    config = report.run.config_dict or {}
     summary = cost_summary.smoothing_vs_smoothgrad(costs, smoothgrad_sweep.smoothgrad_points(config),
                                                    _smoothing_seconds(report.store, costs, config))
     report.heading(3, "Smoothing vs SmoothGrad")
@@ -329,7 +404,7 @@ def _aggatt(report: _Report, results: pd.DataFrame, model: str, cell: int) -> No
     report.how("examples")
     for setting in plots.ordered(rows["setting"].unique(), plots.SETTING_ORDER):
         try:
-            geometry = agg.grid_geometry(report.store, model, setting)
+            geometry = agg.grid_geometry(report.run, model, setting)
         except ValueError as err:
             report.note(f"{setting}: AggAtt skipped ({err})")
             continue
@@ -342,9 +417,9 @@ def _aggatt(report: _Report, results: pd.DataFrame, model: str, cell: int) -> No
                     variants.append((AGGATT_KERNEL_REF, f"S-{plots.method_display(method)} K={AGGATT_KERNEL_REF}"))
                 for kernel_ref, label in variants:
                     try:
-                        a = agg.aggatt_from_run(report.store, model, setting, layer, method, cell=cell,
+                        a = agg.aggatt_from_run(report.run, model, setting, layer, method, cell=cell,
                                                 kernel_ref=kernel_ref, results=results, geometry=geometry)
-                        ex = agg.examples_from_run(report.store, a, model, setting, layer, method,
+                        ex = agg.examples_from_run(report.run, a, model, setting, layer, method,
                                                    kernel_ref=kernel_ref, results=results)
                     except ValueError as err:
                         missing.append(f"{label} ({err})")
@@ -359,8 +434,30 @@ def _aggatt(report: _Report, results: pd.DataFrame, model: str, cell: int) -> No
             base = f"{model}__{setting}__{layer}"
             report.figure(f"{base}__aggatt", lambda: plots.aggatt_figure([(lab, a) for lab, a, _ in entries], f"AggAtt: {title}"),
                           f"AggAtt {title}")
+            _aggatt_caption(report, entries[0][1], model, setting)
             report.figure(f"{base}__examples", lambda: plots.aggatt_examples_figure(entries, f"AggAtt examples: {title}"),
                           f"AggAtt examples {title}")
+
+
+def _aggatt_caption(report: _Report, a: agg.AggAtt, model: str, setting: str) -> None:
+    """Maps and most frequent target-cell classes per bin under an AggAtt figure, and a note when the
+    unit has too few maps for its 2 % bins."""
+    try:
+        classes = agg.bin_classes(report.run, a, model, setting)
+    except ValueError:
+        classes = [[] for _ in a.bins]
+    parts = []
+    for b, top in zip(a.bins, classes):
+        names = ", ".join(f"{name} ×{count}" for name, count in top)
+        parts.append(f"{b.label}: {b.size} map{'s' if b.size != 1 else ''}" + (f" ({names})" if names else ""))
+    report.add('<p class="caption">Maps per bin (most frequent classes of the target cell): '
+               + html.escape("; ".join(parts)) + "</p>")
+    count = sum(b.size for b in a.bins)
+    if count < MIN_AGGATT_MAPS:
+        key = grid_kind(setting)
+        report.note(f"small sample: {count} maps of the target cell, so {sum(b.empty for b in a.bins)} of the "
+                    f"{len(a.bins)} bins are empty and the others hold few maps; the 2 % bins need ≥ {MIN_AGGATT_MAPS} "
+                    f"maps (one per grid): ask for [grids] {key} = {MIN_AGGATT_MAPS} or more.")
 
 
 def _correlation_tables(report: _Report, results: pd.DataFrame) -> None:
@@ -371,8 +468,13 @@ def _correlation_tables(report: _Report, results: pd.DataFrame) -> None:
         return
     shown = table.copy()
     shown.columns = ["Orig" if c == 0 else f"K={c}" for c in shown.columns]
+    long = pd.concat([correlation.reference_correlations(results, m) for m in pd.unique(results["model"])
+                      if ((results["model"] == m) & (results["setting"] == "gridpg")).any()], ignore_index=True)
+    pairs = {key: group["pairs"].tolist() for key, group in long.groupby(["method", "model"], sort=False)}
+    shown["n instances"] = [_span(pairs.get(key, [])) for key in table.index]
     shown.index = pd.MultiIndex.from_tuples([(f"S-{plots.method_display(m)}", model) for m, model in shown.index])
     report.table(shown, digits=2)
+    _small_rho_note(report, long["pairs"].tolist(), _grid_n(report, results))
     report.figure("correlation_reference", lambda: plots.reference_correlation_figure(table), "Tables 1-2 analogue")
     report.how("reference")
 

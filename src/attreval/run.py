@@ -129,7 +129,7 @@ def make_grids(store: RunStore, config: RunConfig, models: dict[str, nn.Module],
                 dataset = dataset if dataset is not None else load_dataset(**vars(config.data))
                 built = build_grid_dataset(
                     dataset, group, config.grids.n, count, threshold=config.grids.confidence,
-                    repeat_corners=repeat, seed=config.seed, device=device,
+                    repeat_corners=repeat, seed=config.seed, device=device, rule=config.grids.images,
                 )
                 store.save_grids(path, built, fingerprint)
             grids[key, kind] = store.load_grids(path, fingerprint, config.seed)
@@ -257,6 +257,7 @@ def _rows(unit: Unit, setting, grids: GridDataset, heads, kernel, ref, inside, t
         "grid": np.repeat(np.arange(g), t), "cell": np.tile(np.array(heads), g),
         "head": np.tile(np.array(setting.heads_for(heads)), g),
         "label": grids.labels[:, list(heads)].reshape(-1).numpy(),
+        "class_name": [grids.class_name(c) for c in grids.labels[:, list(heads)].reshape(-1).tolist()],
         "score": score.reshape(-1).numpy(), "inside": inside.reshape(-1).numpy(), "total": total.reshape(-1).numpy(),
     })
 
@@ -325,7 +326,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
     lock = RunLock(out)  # rank 0 takes it in prepare_run_dir and holds it until the end (see attreval.lock)
     try:
         with faithful_numerics(dev):
-            models = {m.key: load_model(m.name, m.weights, m.num_classes, config.evaluation.layers).to(dev) for m in config.models}
+            models = {m.key: load_model(m.name, m.weights, m.num_classes, config.evaluation.layers, m.architecture).to(dev) for m in config.models}
             group.on_main(lambda: prepare_run_dir(out, config, resume, lock))  # its errors end every rank with one line
             store = RunStore(out)
             try:

@@ -189,7 +189,13 @@ class PartTail(SettingTail):
             self.modules = tuple(m for m in self.modules if m is not self.staged.cell_head) + (self.head,)
 
     def __call__(self, a: Tensor) -> Tensor:
-        blocks = select_cells(self.staged.run(a, self.start), self.n, self.heads)
+        features = self.staged.run(a, self.start)
+        if features.shape[-1] % self.n or features.shape[-2] % self.n:
+            raise ValueError(
+                f"expected the grid's final features to split into {self.n}×{self.n} cell blocks for DiPart, got "
+                f"{features.shape[-2]}×{features.shape[-1]} from {self.staged.architecture} (its borders do not scale with the grid; use DiFull)"
+            )
+        blocks = select_cells(features, self.n, self.heads)
         return self.head(blocks).view(a.shape[0], len(self.heads), -1)
 
 

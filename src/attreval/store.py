@@ -38,7 +38,7 @@ from attreval.manifest import Manifest
 
 COLUMNS = [
     "model", "setting", "layer", "stage", "method", "kernel_size", "kernel_ref",
-    "grid", "cell", "head", "label", "score", "inside", "total",
+    "grid", "cell", "head", "label", "score", "inside", "total", "class_name",
 ]
 
 

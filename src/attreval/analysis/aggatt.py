@@ -18,9 +18,10 @@ Memory: maps are read and upsampled in chunks of ``chunk_size``, so N = 2,000 ma
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from torch import Tensor
 from attreval.metric import cell_masses, score_from_parts, upsample
 from attreval.smoothing import smooth_maps
 from attreval.store import RunStore
+
+if TYPE_CHECKING:
+    from attreval.reader import Run
 
 #: The paper's percentile edges (PAPER.md §3.4), as exact fractions.
 BIN_EDGES: tuple[Fraction, ...] = tuple(Fraction(p, 100) for p in (0, 2, 5, 50, 95, 98, 100))
@@ -267,32 +271,29 @@ def aggatt(
 
 
 # --------------------------------------------------------------------------------------------------
-# Reading a run directory
+# Reading a run directory (through :class:`attreval.reader.Run`, never the files themselves)
+
+
+def as_run(run: "Run | RunStore | str | os.PathLike") -> "Run":
+    """A :class:`~attreval.reader.Run` from a Run, a :class:`~attreval.store.RunStore` or a directory."""
+    from attreval.reader import Run, load_run
+
+    if isinstance(run, Run):
+        return run
+    return Run(run.root) if isinstance(run, RunStore) else load_run(run)
 
 
 @dataclass(frozen=True)
 class GridGeometry:
-    """What a figure needs of a run's grid file: ``n`` and the grid image ``size`` (H, W)."""
+    """What a figure needs of a run's grids: ``n`` and the grid image ``size`` (H, W)."""
 
     n: int
     size: tuple[int, int]
 
 
-def load_grid(store: RunStore, model: str, setting: str) -> dict:
-    """The raw grid file of ``model`` for ``setting`` (memory-mapped where possible, so that reading the
-    geometry or a few example images does not load every image)."""
-    path = store.grid_path(model, "gridpg" if setting == "gridpg" else "disconnected")
-    if not path.exists():
-        raise ValueError(f"expected a grid file at {path}, found none")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # saved in the legacy format: no mmap
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def grid_geometry(store: RunStore, model: str, setting: str) -> GridGeometry:
-    data = load_grid(store, model, setting)
-    return GridGeometry(int(data["n"]), tuple(int(s) for s in data["images"].shape[-2:]))
+def grid_geometry(run: "Run | RunStore", model: str, setting: str) -> GridGeometry:
+    grids = as_run(run).grids(model, setting)
+    return GridGeometry(grids.spec.n, tuple(int(s) for s in grids.images.shape[-2:]))
 
 
 def unit_rows(results: pd.DataFrame, model: str, setting: str, layer: str, method: str, kernel_ref: int = 0) -> pd.DataFrame:
@@ -322,7 +323,7 @@ def _kernel_size(rows: pd.DataFrame) -> int:
 
 
 def aggatt_from_run(
-    store: RunStore,
+    run: "Run | RunStore",
     model: str,
     setting: str,
     layer: str,
@@ -337,16 +338,17 @@ def aggatt_from_run(
     """AggAtt of one stored unit (smoothed as the rows of ``kernel_ref`` were), sorted by the **stored**
     scores and inside masses (the numbers the box plots show); samples are grid indices. Raises
     ``ValueError`` when rows, maps or the grid file are missing."""
-    results = store.results() if results is None else results
+    run = as_run(run)
+    results = run.results if results is None else results
     rows = unit_rows(results, model, setting, layer, method, kernel_ref)
     if rows.empty:
         raise ValueError(f"expected result rows for {model}/{setting}/{layer}/{method} (kernel_ref {kernel_ref}), got none")
     column, kernel_size = cell_column(rows, cell), _kernel_size(rows)
-    stored = store.maps(model, setting, layer, method)
+    stored = run.maps(model, setting, layer, method)
     rows = rows[rows["cell"] == cell].sort_values("grid", kind="stable")
     if len(rows) != stored.shape[0] or not (rows["grid"].to_numpy() == np.arange(stored.shape[0])).all():
         raise ValueError(f"expected one row per stored grid ({stored.shape[0]}) for cell {cell}, got {len(rows)}")
-    geometry = grid_geometry(store, model, setting) if geometry is None else geometry
+    geometry = grid_geometry(run, model, setting) if geometry is None else geometry
     return aggatt(
         stored[:, column], geometry.n, cell, geometry.size, kernel_size=kernel_size,
         scores=rows["score"].to_numpy(), inside=rows["inside"].to_numpy(), signed=signed,
@@ -356,30 +358,47 @@ def aggatt_from_run(
 @dataclass(frozen=True, eq=False)
 class Examples:
     """The example of every bin: ``images (B, C, H, W)`` grid images, ``maps (B, H, W)`` their prepared
-    maps (positive unless signed), the grid index and score of each; ``None`` entries for empty bins."""
+    maps (positive unless signed), the grid index, score and target cell's class name of each; ``None``
+    entries for empty bins."""
 
     images: tuple[np.ndarray | None, ...]
     maps: tuple[np.ndarray | None, ...]
     grids: tuple[int | None, ...]
     scores: tuple[float | None, ...]
+    classes: tuple[str | None, ...] = ()
 
 
-def examples_from_run(store: RunStore, agg: AggAtt, model: str, setting: str, layer: str, method: str,
+def examples_from_run(run: "Run | RunStore", agg: AggAtt, model: str, setting: str, layer: str, method: str,
                       *, kernel_ref: int = 0, results: pd.DataFrame | None = None) -> Examples:
     """The grid image and map at each bin's median position of ``agg`` (built by :func:`aggatt_from_run`
     with the same arguments)."""
-    results = store.results() if results is None else results
+    run = as_run(run)
+    results = run.results if results is None else results
     rows = unit_rows(results, model, setting, layer, method, kernel_ref)
     column, kernel_size = cell_column(rows, agg.cell), _kernel_size(rows)
-    stored, grid = store.maps(model, setting, layer, method), load_grid(store, model, setting)
-    size = tuple(int(s) for s in grid["images"].shape[-2:])
-    images, maps = [], []
+    stored, grids = run.maps(model, setting, layer, method), run.grids(model, setting)
+    size = tuple(int(s) for s in grids.images.shape[-2:])
+    images, maps, classes = [], [], []
     for g in agg.examples:
         if g is None:
             images.append(None)
             maps.append(None)
+            classes.append(None)
             continue
-        images.append(np.asarray(grid["images"][g], dtype=np.float32))
+        images.append(np.asarray(grids.images[g], dtype=np.float32))
         maps.append(prepare_maps(stored[g:g + 1, column], size, kernel_size, agg.signed)[0].numpy())
+        classes.append(grids.class_name(int(grids.labels[g, agg.cell])))
     scores = tuple(None if g is None else float(agg.scores[g]) for g in agg.examples)
-    return Examples(tuple(images), tuple(maps), agg.examples, scores)
+    return Examples(tuple(images), tuple(maps), agg.examples, scores, tuple(classes))
+
+
+def bin_classes(run: "Run | RunStore", agg: AggAtt, model: str, setting: str, top: int = 3) -> list[list[tuple[str, int]]]:
+    """Per bin, the ``top`` most frequent class names of the target cell among its maps, with counts
+    (samples of ``agg`` are grid indices, as :func:`aggatt_from_run` builds them)."""
+    grids = as_run(run).grids(model, setting)
+    labels = grids.labels[:, agg.cell].numpy()
+    out = []
+    for j in range(len(agg.bins)):
+        counts = pd.Series(labels[agg.samples(j)]).value_counts(sort=True)
+        out.append([(grids.class_name(int(label)), int(count)) for label, count in counts.head(top).items()])
+    return out

@@ -4,36 +4,40 @@ The paper applies SmoothGrad (15 samples) to IntGrad and IxG at the input, sweep
 to 30 % and reports the best level, next to S-IntGrad / S-IxG with K = 129. Here every evaluated method
 that resolves to :class:`~attreval.methods.smoothgrad.SmoothGrad` (the registry's ``smoothgrad`` with its
 ``[methods.smoothgrad]`` options, and every ``[variants.NAME]`` with ``method = "smoothgrad"``) is one point
-of the sweep, identified by its base method and noise level, read from the run's ``config.json``.
+of the sweep, identified by its base method and noise level, resolved by the run config's own
+:meth:`~attreval.config.RunConfig.method_options` (the same merge of ``[methods.METHOD]`` and variant options
+the run used).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from attreval.config import RunConfig
 
 #: The paper's kernel for the SmoothGrad comparison (K = 129 at 448 px, §6.1).
 KERNEL_REF = 129
 COLUMNS = ["setting", "layer", "base", "role", "method", "noise_level", "median", "count", "best"]
 
 
-def smoothgrad_points(config: dict[str, Any]) -> pd.DataFrame:
-    """The SmoothGrad instances of a run config (``config.json`` as a dict).
+def smoothgrad_points(config: "RunConfig | dict[str, Any]") -> pd.DataFrame:
+    """The SmoothGrad instances of a run config (a :class:`~attreval.config.RunConfig`, or ``config.json``
+    as a dict): the registry's ``smoothgrad`` and every variant, resolved by ``config.method_options``.
 
     Returns:
         One row per method name with columns ``method, base, noise_level, num_samples``; ``base`` is the
         base method's registry name (a method object is shown by its class name).
     """
+    from attreval.config import config_from_json
     from attreval.methods import METHODS, resolve_method
     from attreval.methods.smoothgrad import SmoothGrad
 
-    overrides = config.get("methods") or {}
-    named = {"smoothgrad": ("smoothgrad", dict(overrides.get("smoothgrad", {})))}
-    for name, variant in (config.get("variants") or {}).items():
-        method = variant.get("method")
-        named[name] = (method, {**overrides.get(method, {}), **(variant.get("options") or {})})
+    config = config_from_json(config) if isinstance(config, dict) else config
     rows = []
-    for name, (method, options) in named.items():
+    for name in ["smoothgrad", *config.variants]:
+        method, options = config.method_options(name)
         if method not in METHODS:
             continue
         instance = resolve_method(method, **options)
@@ -48,7 +52,7 @@ def _medians(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return rows.groupby(keys, sort=False)["score"].agg(median="median", count="size").reset_index()
 
 
-def smoothgrad_sweep(results: pd.DataFrame, config: dict[str, Any], model: str, *, kernel_ref: int = KERNEL_REF) -> pd.DataFrame:
+def smoothgrad_sweep(results: pd.DataFrame, config: "RunConfig | dict[str, Any]", model: str, *, kernel_ref: int = KERNEL_REF) -> pd.DataFrame:
     """Median localization of each SmoothGrad noise level, with the S-method and the unsmoothed base.
 
     Only (setting, layer) pairs where some SmoothGrad instance was evaluated appear.

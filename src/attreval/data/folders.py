@@ -14,6 +14,15 @@ Two layouts:
 
   Labels are integer class indices **of the model** (0..999 for torchvision ImageNet models); the ILSVRC
   ground-truth file numbers classes differently and has to be mapped first.
+
+Preprocessing (:func:`folder_transform`): ``Resize → CenterCrop → grey or RGB → ToTensor → Normalize``, each
+configurable (``[data]`` resize, crop, channels, normalize, mean, std); the defaults are the paper's ImageNet
+protocol (:func:`imagenet_transform`).
+
+**Unreadable images fail, they are not skipped**: an empty, truncated or non-image file with an image
+extension raises one ``ValueError`` naming its absolute path, when it is decoded (in a run: while images
+are selected, before any unit). Skipping would silently change which images, and so which grids, a run
+uses; a named file is quick to delete or repair.
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import os
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -31,6 +40,8 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "imagenet_transform",
+    "folder_transform",
+    "open_image",
     "image_folder_dataset",
     "LabeledImageFolder",
     "read_labels_file",
@@ -53,24 +64,66 @@ def imagenet_transform(resize: int = 256, crop: int = 224) -> transforms.Compose
     )
 
 
+def folder_transform(resize: int = 256, crop: int = 224, channels: int = 3, normalize: bool = True,
+                     mean: tuple[float, ...] = (), std: tuple[float, ...] = ()) -> transforms.Compose:
+    """RGB PIL image → float32 ``(channels, crop, crop)``: grey first when ``channels = 1`` (PIL's ``L``) →
+    ``Resize(resize)`` (shorter side; 0 = none) → ``CenterCrop(crop)`` (0 = none) → ``ToTensor`` ([0, 1]) →
+    ``Normalize(mean, std)`` unless ``normalize`` is false. Empty ``mean``/``std``: ImageNet's (RGB only);
+    a single value applies to every channel. The defaults are :func:`imagenet_transform` exactly.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"expected channels 1 or 3, got {channels}")
+    mean, std = tuple(mean) or IMAGENET_MEAN, tuple(std) or IMAGENET_STD
+    if normalize and not (len(mean) in (1, channels) and len(std) in (1, channels)):
+        raise ValueError(f"expected 1 or {channels} values of mean and std for {channels} channels, got {len(mean)} and {len(std)}")
+    steps = [_Grey()] if channels == 1 else []
+    steps += [transforms.Resize(resize)] if resize else []
+    steps += [transforms.CenterCrop(crop)] if crop else []
+    steps.append(transforms.ToTensor())
+    if normalize:
+        steps.append(transforms.Normalize(mean * (channels // len(mean)), std * (channels // len(std))))
+    return transforms.Compose(steps)
+
+
+class _Grey:
+    """PIL image → grey (``L``, ITU-R 601 luma); a class, not a lambda, so the transform pickles."""
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.convert("L")
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """The decoded RGB image at ``path``; an empty, truncated or unreadable file raises one ``ValueError`` naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # decodes now: a truncated file fails here, named
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        size = os.path.getsize(path) if os.path.exists(path) else 0
+        what = "an empty file" if size == 0 else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        raise ValueError(f"expected a readable image at {os.path.abspath(path)}, got {what}") from None
+
+
 def _check_dir(root: str | os.PathLike) -> Path:
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"expected an image directory, got missing path {str(root)!r}")
+        raise ValueError(f"expected an image directory, got missing path {os.path.abspath(root)!r}")
     return root
 
 
-def image_folder_dataset(root: str | os.PathLike, resize: int = 256, crop: int = 224) -> datasets.ImageFolder:
-    """Class-folder dataset; items are ``(float32 (3, crop, crop), int label)``.
+def image_folder_dataset(root: str | os.PathLike, resize: int = 256, crop: int = 224, **preprocessing) -> datasets.ImageFolder:
+    """Class-folder dataset; items are ``(float32 (C, crop, crop), int label)``; ``.classes`` are the folder names.
+
+    ``preprocessing``: ``channels``, ``normalize``, ``mean``, ``std`` of :func:`folder_transform`.
 
     Raises:
-        ValueError: missing directory, no class folders, or a class folder without images.
+        ValueError: missing directory, no class folders, or a class folder without images; an unreadable
+            image when it is read (:func:`open_image`).
     """
     root = _check_dir(root)
     try:
-        return datasets.ImageFolder(str(root), transform=imagenet_transform(resize, crop))
+        return datasets.ImageFolder(str(root), transform=folder_transform(resize, crop, **preprocessing), loader=open_image)
     except FileNotFoundError as error:  # torchvision's "no class folders" / "no valid files" errors
-        raise ValueError(f"expected class folders of images in {str(root)!r}, got: {error}") from None
+        raise ValueError(f"expected class folders of images in {os.path.abspath(root)!r}, got: {error}") from None
 
 
 def _image_files(root: Path) -> list[str]:
@@ -89,7 +142,7 @@ def read_labels_file(path: str | os.PathLike, files: list[str]) -> tuple[list[st
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"expected a labels file, got missing path {str(path)!r}")
+        raise ValueError(f"expected a labels file, got missing path {os.path.abspath(path)!r}")
     lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not lines:
         raise ValueError(f"expected one label per line in {str(path)!r}, got an empty file")
@@ -130,12 +183,11 @@ class LabeledImageFolder(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        with Image.open(self.root / self.files[index]) as image:
-            return self.transform(image.convert("RGB")), self.labels[index]
+        return self.transform(open_image(self.root / self.files[index])), self.labels[index]
 
 
 def labeled_folder_dataset(
-    root: str | os.PathLike, labels_file: str | os.PathLike, resize: int = 256, crop: int = 224
+    root: str | os.PathLike, labels_file: str | os.PathLike, resize: int = 256, crop: int = 224, **preprocessing
 ) -> LabeledImageFolder:
     """Flat image folder plus labels file (either format of the module docstring).
 
@@ -145,6 +197,6 @@ def labeled_folder_dataset(
     root = _check_dir(root)
     files = _image_files(root)
     if not files:
-        raise ValueError(f"expected image files ({', '.join(IMG_EXTENSIONS)}) in {str(root)!r}, got none")
+        raise ValueError(f"expected image files ({', '.join(IMG_EXTENSIONS)}) in {os.path.abspath(root)!r}, got none")
     names, labels = read_labels_file(labels_file, files)
-    return LabeledImageFolder(root, names, labels, imagenet_transform(resize, crop))
+    return LabeledImageFolder(root, names, labels, folder_transform(resize, crop, **preprocessing))

@@ -1,9 +1,11 @@
 """Grid datasets (PAPER.md §1.1): n×n grids of confidently classified images of distinct classes.
 
-Pipeline: :func:`confident_indices` keeps the images every given model classifies correctly with softmax
-confidence ≥ a threshold; :func:`sample_grid_indices` draws the grids; :func:`build_grid_dataset` does
-both and stitches the cells. A :class:`GridDataset` saves and loads with its labels, spec and source
-indices.
+Pipeline: :func:`select_images` keeps the images that pass a rule for every given model (the paper's
+``correct-and-confident``: classified correctly with softmax confidence ≥ a threshold, which
+:func:`confident_indices` is; ``confident``: the label's softmax ≥ the threshold, right or wrong; ``any``:
+every image, for untrained or randomised models); :func:`sample_grid_indices` draws the grids;
+:func:`build_grid_dataset` does both and stitches the cells. A :class:`GridDataset` saves and loads with
+its labels, spec, source indices and class names; its file format lives only in this class.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class GridDataset:
         spec: the grid geometry.
         repeat_corners: whether the bottom-right cell repeats the top-left cell's class (DiFull/DiPart).
         seed: the sampling seed.
+        class_names: the source dataset's class names, index = label (``()`` when it has none).
     """
 
     images: Tensor
@@ -41,6 +44,12 @@ class GridDataset:
     spec: GridSpec
     repeat_corners: bool = False
     seed: int = 0
+    class_names: tuple[str, ...] = ()
+
+    def class_name(self, label: int) -> str:
+        """The name of class ``label``, or the label as text when the dataset has no names for it."""
+        label = int(label)
+        return self.class_names[label] if 0 <= label < len(self.class_names) else str(label)
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -56,18 +65,26 @@ class GridDataset:
             {
                 "images": self.images, "labels": self.labels, "sources": self.sources,
                 "n": self.spec.n, "cell_h": self.spec.cell_h, "cell_w": self.spec.cell_w,
-                "repeat_corners": self.repeat_corners, "seed": self.seed,
+                "repeat_corners": self.repeat_corners, "seed": self.seed, "class_names": list(self.class_names),
             },
             tmp,
         )
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "GridDataset":
+    def load(cls, path: str | os.PathLike, *, mmap: bool = False) -> "GridDataset":
+        """Read a file written by :meth:`save`; ``mmap``: map the images instead of reading them (reading a
+        few example grids then touches only their pages). Files from before class names load with none."""
         try:
-            d = torch.load(path, map_location="cpu", weights_only=True)
+            try:
+                d = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+            except RuntimeError:
+                if not mmap:
+                    raise
+                d = torch.load(path, map_location="cpu", weights_only=True)  # the legacy format cannot be mapped
             spec = GridSpec(d["n"], d["cell_h"], d["cell_w"])
-            return cls(d["images"], d["labels"], d["sources"], spec, d["repeat_corners"], d["seed"])
+            names = tuple(str(c) for c in d.get("class_names", ()))
+            return cls(d["images"], d["labels"], d["sources"], spec, d["repeat_corners"], d["seed"], names)
         except FileNotFoundError:
             raise ValueError(f"expected a grid dataset file, found nothing at {path}") from None
         except (KeyError, RuntimeError, EOFError, OSError) as err:
@@ -104,19 +121,58 @@ def confident_indices(
     Returns:
         ``LongTensor (M,)`` sorted indices (PAPER.md §1.1: intersection over the given models).
     """
+    return select_images(models, images, labels, threshold, "correct-and-confident", batch_size)[0]
+
+
+#: The image rules of :func:`select_images` (``[grids] images``).
+IMAGE_RULES = ("correct-and-confident", "confident", "any")
+
+
+def select_images(
+    models: Sequence[nn.Module], images: Tensor, labels: Tensor, threshold: float = 0.99,
+    rule: str = "correct-and-confident", batch_size: int = 256,
+) -> tuple[Tensor, str]:
+    """Indices of the images that pass ``rule`` for **every** model, and a one-line account of what it removed.
+
+    Rules: ``correct-and-confident`` (PAPER.md §1.1: top class = label and its softmax ≥ ``threshold``),
+    ``confident`` (softmax of the label ≥ ``threshold``, whatever the top class), ``any`` (every image; one
+    batch still goes through each model, so that images it cannot take or labels beyond its outputs fail
+    here, before any unit).
+
+    Args:
+        images: ``(N, C, H, W)`` single images on the models' device; labels ``(N,)``.
+
+    Returns:
+        ``LongTensor (M,)`` sorted indices, and e.g. ``"[grids] images = "correct-and-confident" (confidence
+        ≥ 0.99) kept 40 of 300 images of 3 of 10 classes: 200 misclassified, 60 below confidence"``.
+    """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"expected a confidence threshold in [0, 1], got {threshold}")
-    keep = torch.ones(len(images), dtype=torch.bool)
+    if rule not in IMAGE_RULES:
+        raise ValueError(f"expected an image rule in {', '.join(IMAGE_RULES)}, got '{rule}'")
+    wrong = torch.zeros(len(images), dtype=torch.bool)  # misclassified by some model (correct-and-confident only)
+    unsure = torch.zeros(len(images), dtype=torch.bool)  # label's softmax below the threshold for some model
     for model in models:
         if model.training:
             raise ValueError("expected models in eval mode (call model.eval() first), got one in training mode")
         for start in range(0, len(images), batch_size):
             part = slice(start, start + batch_size)
+            probs = _checked_logits(model, images[part], labels if rule == "any" else labels[part].cpu()).softmax(dim=-1).cpu()
+            if rule == "any":
+                break  # the checks above are all "any" needs
             y = labels[part].cpu()
-            probs = _checked_logits(model, images[part], y).softmax(dim=-1).cpu()
-            ok = (probs.argmax(dim=-1) == y) & (probs.gather(1, y[:, None]).squeeze(1) >= threshold)
-            keep[part] &= ok
-    return keep.nonzero().squeeze(1)
+            if rule == "correct-and-confident":
+                wrong[part] |= probs.argmax(dim=-1) != y
+            unsure[part] |= probs.gather(1, y[:, None]).squeeze(1) < threshold
+    keep = ~(wrong | unsure)
+    classes = len(torch.unique(labels)) if len(labels) else 0
+    kept_classes = len(torch.unique(labels[keep])) if keep.any() else 0
+    where = f'[grids] images = "{rule}"' + ("" if rule == "any" else f" (confidence ≥ {threshold:g})")
+    removed = [f"{int(wrong.sum())} misclassified"] if rule == "correct-and-confident" else []
+    removed += [] if rule == "any" else [f"{int((unsure & ~wrong).sum())} below confidence"]
+    summary = (f"{where} kept {int(keep.sum())} of {len(images)} images of {kept_classes} of {classes} classes"
+               + (f": {', '.join(removed)}" if removed else ""))
+    return keep.nonzero().squeeze(1), summary
 
 
 def _checked_logits(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
@@ -146,7 +202,8 @@ def _checked_logits(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
 
 
 def sample_grid_indices(
-    labels: Tensor, pool: Tensor, n: int, count: int, *, repeat_corners: bool = False, generator: torch.Generator
+    labels: Tensor, pool: Tensor, n: int, count: int, *, repeat_corners: bool = False, generator: torch.Generator,
+    pool_name: str = "confident",
 ) -> Tensor:
     """Draw ``count`` grids of source indices ``(count, n²)`` from the images ``pool`` (PAPER.md §1.1).
 
@@ -154,7 +211,7 @@ def sample_grid_indices(
     the classes that still have unused images (with ``repeat_corners``: n²−1 classes, the first of which
     has two unused images, and the first class repeated in the last cell) and takes the next unused image
     of each. This equals the reference's "redraw until every class has an image" loop in distribution,
-    without its unbounded loop. No image is used twice.
+    without its unbounded loop. No image is used twice. ``pool_name`` names the pool in errors.
     """
     pool_labels = labels[pool]
     classes = torch.unique(pool_labels)
@@ -163,15 +220,15 @@ def sample_grid_indices(
     needed = n * n - (1 if repeat_corners else 0)
     if n * n > 1 and len(classes) < needed:
         raise ValueError(
-            f"expected at least {needed} classes with confident images for {n}×{n} grids, got {len(classes)}"
+            f"expected at least {needed} classes with {pool_name} images for {n}×{n} grids, got {len(classes)}"
         )
     grids = []
     for g in range(count):
         chosen = _draw_classes(queues, needed, repeat_corners, generator)
         if chosen is None:
             raise ValueError(
-                f"expected {count} {n}×{n} grids from the confident images, got only {g} (too few: {len(pool)} "
-                f"confident images); lower the count or the confidence threshold"
+                f"expected {count} {n}×{n} grids from the {pool_name} images, got only {g} (too few: {len(pool)} "
+                f"{pool_name} images); lower the count or the confidence threshold"
             )
         cells = [queues[c].pop() for c in chosen]
         if repeat_corners:
@@ -205,20 +262,30 @@ def build_grid_dataset(
     repeat_corners: bool = False,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    rule: str = "correct-and-confident",
 ) -> GridDataset:
     """Build ``count`` n×n grids from a labelled image dataset, for the given models.
 
-    Only images that every model classifies correctly with softmax ≥ ``threshold`` are used; every
-    grid holds n² distinct classes (``repeat_corners``: the bottom-right cell holds a different image of
-    the top-left cell's class, the DiFull/DiPart variant). Reproducible from ``seed``.
+    Only images that pass ``rule`` for every model are used (:func:`select_images`; the default is the
+    paper's: classified correctly with softmax ≥ ``threshold``); every grid holds n² distinct classes
+    (``repeat_corners``: the bottom-right cell holds a different image of the top-left cell's class, the
+    DiFull/DiPart variant). Reproducible from ``seed``. Too few images end in one line that also says
+    which rule removed how many. The dataset's class names (:func:`attreval.data.class_names`) are kept.
     """
+    from attreval.data import class_names
+
     if not isinstance(count, int) or count < 1:
         raise ValueError(f"expected a positive number of grids, got {count!r}")
     images, labels = dataset_tensors(dataset)
-    pool = confident_indices(models, images.to(device), labels, threshold)
-    log.info("%d of %d images are confident (≥ %.2f) for all %d model(s)", len(pool), len(images), threshold, len(models))
+    pool, summary = select_images(models, images.to(device), labels, threshold, rule)
+    log.info("%s, for all %d model(s)", summary, len(models))
     generator = torch.Generator().manual_seed(seed)
-    sources = sample_grid_indices(labels, pool, n, count, repeat_corners=repeat_corners, generator=generator)
+    try:
+        sources = sample_grid_indices(labels, pool, n, count, repeat_corners=repeat_corners, generator=generator,
+                                      pool_name="selected" if rule == "any" else "confident")
+    except ValueError as err:
+        raise ValueError(f"{err}; {summary}") from None
     cells = images[sources.view(-1)]
     spec = GridSpec(n, images.shape[-2], images.shape[-1])
-    return GridDataset(unfold_cells(cells, n).contiguous(), labels[sources], sources, spec, repeat_corners, seed)
+    return GridDataset(unfold_cells(cells, n).contiguous(), labels[sources], sources, spec, repeat_corners, seed,
+                       class_names(dataset))

@@ -1,5 +1,5 @@
-"""Models named in a run config: the project's own (shipped weights) or any torchvision/timm CNN with
-weights from a local file. Nothing is downloaded."""
+"""Models named in a run config: the project's own (shipped weights), any torchvision/timm classification
+CNN with weights from a local file, or the user's own factory function. Nothing is downloaded."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,17 +18,31 @@ def torchvision_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def load_model(name: str, weights: str = "", num_classes: int = 0, layers: Sequence[str] = ()) -> nn.Module:
-    """A model in eval mode on the CPU, split-checked (it must be VGG-like or ResNet-like).
+def load_model(name: str, weights: str = "", num_classes: int = 0, layers: Sequence[str] = (),
+               architecture: str = "") -> nn.Module:
+    """A model in eval mode on the CPU, split and verified (:func:`~attreval.models.splitters.split_model`).
 
     Args:
-        name: ``fashion_vgg`` / ``fashion_resnet`` / ``cifar_vgg11``, a torchvision name (``vgg11``,
-            ``resnet18``, ``vgg11_bn`` …) or ``timm:NAME`` (needs the ``timm`` extra).
+        name: ``fashion_vgg`` / ``fashion_resnet`` / ``cifar_vgg11``, any torchvision classification model
+            name (``vgg11``, ``resnet18``, ``densenet121``, ``mobilenet_v3_small`` …) or ``timm:NAME`` (needs the
+            ``timm`` extra); with ``architecture``, only a label.
         weights: local state-dict file (required for torchvision/timm names).
-        num_classes: output classes of a torchvision/timm model (default 1000).
+        num_classes: output classes of a torchvision/timm model (default 1000), or passed to the factory.
         layers: layer names (``"input"``, ``"middle"``, ``"final"`` or stage names) the model must have.
+        architecture: ``"package.module:function"`` or ``"file.py:function"`` building the model
+            (:mod:`attreval.models.factory`); ``weights`` then optional.
     """
-    if name in MODELS:
+    if architecture:
+        from attreval.models.factory import build_from_factory
+        from attreval.models.staged import StagedModule
+
+        model = build_from_factory(architecture, num_classes)
+        if weights and isinstance(model, StagedModule):
+            raise ValueError(f"expected no weights for '{name}': its factory returns a StagedModel, which loads its own weights")
+        if weights:
+            model = _load_weights(model, name, weights, num_classes)
+        model = model.eval()
+    elif name in MODELS:
         model = load_default_model(name, weights or None)
     else:
         model = _external(name, weights, num_classes or 1000)
@@ -56,17 +70,62 @@ def _external(name: str, weights: str, num_classes: int) -> nn.Module:
         build = lambda: torchvision.models.get_model(name, weights=None, num_classes=num_classes)  # noqa: E731
     if not weights:
         raise ValueError(f"expected a local weights file for model '{name}' (weights = \"path/to/{name}.pth\"), got none")
-    path = Path(weights).expanduser()
+    return _load_weights(build(), name, weights, num_classes)
+
+
+def build_architecture(name: str, num_classes: int = 0, architecture: str = "") -> nn.Module:
+    """The untrained model of a config entry (for ``attreval list layers``: the split needs no weights)."""
+    if architecture:
+        from attreval.models.factory import build_from_factory
+
+        return build_from_factory(architecture, num_classes).eval()
+    if name in MODELS:
+        from attreval.models.zoo import build_model
+
+        return build_model(name).eval()
+    if name.startswith("timm:"):
+        import timm
+
+        return timm.create_model(name[5:], pretrained=False, num_classes=num_classes or 1000).eval()
+    if name not in torchvision_names():
+        from attreval.registry import unknown_name_error
+
+        raise unknown_name_error("model", name, MODELS.names() + torchvision_names())
+    import torchvision
+
+    return torchvision.models.get_model(name, weights=None, num_classes=num_classes or 1000).eval()
+
+
+def _load_weights(model: nn.Module, name: str, weights: str, num_classes: int) -> nn.Module:
+    """Load the state dict at ``weights`` into ``model`` (``weights_only=True``); one-line errors."""
+    path = Path(weights).expanduser().absolute()
     if not path.is_file():
         raise ValueError(f"expected the weights of '{name}' at {path}, found no file there")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises several kinds for a bad file
         raise ValueError(f"expected a torch state-dict file at {path}, got unreadable data ({type(err).__name__})") from None
-    model = build()
     try:
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
     except (RuntimeError, AttributeError, TypeError) as err:
-        first = str(err).strip().splitlines()[0][:200]
-        raise ValueError(f"expected weights for '{name}' with {num_classes} classes in {path}, got: {first}") from None
+        raise ValueError(f"expected weights for '{name}' with {num_classes} classes in {path}, got: {_load_error_detail(err)}") from None
     return model.eval()
+
+
+def _load_error_detail(err: Exception) -> str:
+    """The useful part of a ``load_state_dict`` error, on one line, not its bare "Error(s) in loading
+    state_dict for ResNet:" heading: the missing / unexpected keys (another architecture), else the first
+    size mismatch, with the number of classes the checkpoint has when the mismatch is in the classifier."""
+    import re
+
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    for line in lines:
+        if line.startswith(("Missing key(s)", "Unexpected key(s)")):
+            return line[:300]
+    for line in lines:
+        if line.startswith("size mismatch"):
+            found = re.search(r"size mismatch for (\S+): .*torch\.Size\(\[(\d+)[^\]]*\]\) from checkpoint.*torch\.Size\(\[(\d+)", line)
+            classifier = found is not None and re.match(r"(fc|classifier|head)\b", found.group(1)) is not None
+            hint = f" (the checkpoint has {found.group(2)} outputs: set num_classes = {found.group(2)})" if classifier and found.group(2) != found.group(3) else ""
+            return line[:300] + hint
+    return lines[0][:300] if lines else type(err).__name__

@@ -197,3 +197,21 @@ class Lambda(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fn(x)
+
+
+class StagedModule(nn.Module):
+    """A :class:`StagedModel` as an ``nn.Module``: ``forward(x) = cell_head(stages(x))`` (one image's logits).
+
+    Lets a hand-built split travel where a model is expected (the CLI, ``.to(device)``, confident-image
+    selection); :func:`~attreval.models.splitters.split_model` returns the StagedModel inside unchanged.
+    """
+
+    def __init__(self, staged: StagedModel):
+        super().__init__()
+        self.staged = staged
+        self.stage_modules = nn.ModuleList(m for _, m in staged.stages if isinstance(m, nn.Module))
+        self.cell_head = staged.cell_head
+        self.grid_head = staged.grid_head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.staged.cell_head(self.staged.run(x))

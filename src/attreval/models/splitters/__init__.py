@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from attreval.models.splitters.common import in_channels, model_device, probe_input
-from attreval.models.staged import StagedModel
+from attreval.models.staged import StagedModel, StagedModule
 from attreval.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ def split_model(model: nn.Module | StagedModel, probe: Tensor | Sequence[int] | 
 
     Args:
         model: a torchvision/timm CNN, any ``nn.Module`` that torch.fx can trace, or a :class:`StagedModel`
-            (returned as it is).
+            (returned as it is; also inside a :class:`StagedModule`).
         probe: one input ``(1, C, H, W)`` (or its shape ``(C, H, W)``) the model accepts; default: the
             splitter's guess (timm's configured input size, a VGG classifier's window, else 224 px).
 
@@ -69,6 +69,8 @@ def split_model(model: nn.Module | StagedModel, probe: Tensor | Sequence[int] | 
     """
     if isinstance(model, StagedModel):
         return model
+    if isinstance(model, StagedModule):
+        return model.staged
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected a torch.nn.Module or StagedModel, got {type(model).__name__}")
     name, splitter = splitter_for(model)

@@ -13,9 +13,10 @@ How a model is cut (PAPER.md §5.2's generic rule made precise):
 3. **final** = the last spatial cut outside the classifier modules (``classifier``, ``fc``, ``head`` …): the
    last feature map before pooling + classifier; a function after the last module (DenseNet's ReLU) becomes
    a stage of its own. The **head** is the graph from final to the logits.
-4. **middle** = the first stage at reduction ``levels[⌈L/2⌉]``, where ``levels`` are the L distinct
-   reductions (log2 of input side ÷ map side, rounded) of the input and of the stages up to final: r8 for a ResNet-like or
-   MobileNet-like net at five stride-2 steps (a 28×28 map for 224-px cells, as the paper's VGG11/ResNet18).
+4. **middle** = the first stage whose reduction (input side ÷ map side, as a power of two) reaches
+   ``2^⌈(L+1)/2⌉`` when final's is ``2^L``: the middle of the ladder 1, 2, …, 2^L. This is r8 for final r32
+   (ResNet18's layer2, a 28×28 map for 224-px cells) and for final r16 (VGG11's Conv5), and r4 for final r8
+   (the CIFAR VGG11's Conv3): the paper's choices (§2).
 5. GridPG pools the head over the grid only if the head is a global pooling head: applied to a 2×2 tiling of
    one cell's final features it must give the same logits (else GridPG is refused for the model).
 
@@ -174,12 +175,11 @@ class GraphCut:
         return StagedModel(tuple(stages), head, grid_head, aliases, architecture)
 
     def middle_index(self, ends: list[int]) -> int:
-        """Index of the first stage at reduction ``levels[⌈L/2⌉]`` (module docstring, rule 4)."""
-        # levels as whole powers of two: unpadded convolutions (Inception) shrink maps by a few pixels
-        reductions = [round(math.log2(self.side / self.shape[self.nodes[i]][-1])) for i in ends]
-        levels = sorted({0, *reductions})
-        target = levels[min(math.ceil(len(levels) / 2), len(levels) - 1)]
-        return next(i for i, r in enumerate(reductions) if r >= target)
+        """Index of the first stage whose reduction reaches ``2^⌈(L+1)/2⌉`` for a final reduction ``2^L``."""
+        # reductions as whole powers of two: unpadded convolutions (Inception) shrink maps by a few pixels
+        levels = [round(math.log2(self.side / self.shape[self.nodes[i]][-1])) for i in ends]
+        target = math.ceil((levels[-1] + 1) / 2)
+        return next(i for i, level in enumerate(levels) if level >= target)
 
     def pools(self, stages: list[tuple[str, nn.Module]], head: nn.Module) -> bool:
         """Whether the head is a global pooling head: equal logits on a 2×2 tiling of one cell's features."""
