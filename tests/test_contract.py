@@ -12,6 +12,7 @@ import torch
 import attreval
 from attreval import METHODS
 from tiny_models import tiny_model
+from tiny_vit import tiny_vit
 
 # Smaller hyper-parameters keep the suite fast; they do not change what is being checked.
 FAST = {"rise": {"num_masks": 64}, "int_grad": {"n_steps": 6}, "smoothgrad": {"num_samples": 3, "base": "input_x_grad"}}
@@ -25,8 +26,10 @@ def fast_options(name):
     return {k: v for k, v in FAST.get(name, {}).items() if k in fields}
 
 
-@pytest.fixture(scope="module", params=["vgg", "resnet"])
+@pytest.fixture(scope="module", params=["vgg", "resnet", "vit"])
 def model(request):
+    if request.param == "vit":  # a class token and a register token: extra tokens ride in the token map
+        return tiny_vit("token", reg=1, img=CELL, patch=4, dim=8, seed=1)
     return tiny_model(request.param, seed=1)
 
 

@@ -179,7 +179,17 @@ class DiFull(Setting):
 
 
 class PartTail(SettingTail):
-    """DiPart's network: the rest of the backbone on the whole grid, then head i on block i of its features."""
+    """DiPart's network: the rest of the backbone on the whole grid, then head i on block i of its features.
+
+    The head is the staged model's ``part_head`` where it has one (a class-token transformer: its class token
+    depends on the whole grid, so head i reads the mean of cell i's patch tokens instead), else ``cell_head``.
+    """
+
+    def __init__(self, setting: Setting, start: int, heads: Sequence[int]):
+        super().__init__(setting, start, heads)
+        self.head = getattr(self.staged, "part_head", None) or self.staged.cell_head
+        if self.head is not self.staged.cell_head:
+            self.modules = tuple(m for m in self.modules if m is not self.staged.cell_head) + (self.head,)
 
     def __call__(self, a: Tensor) -> Tensor:
         features = self.staged.run(a, self.start)
@@ -189,7 +199,7 @@ class PartTail(SettingTail):
                 f"{features.shape[-2]}×{features.shape[-1]} from {self.staged.architecture} (its borders do not scale with the grid; use DiFull)"
             )
         blocks = select_cells(features, self.n, self.heads)
-        return self.staged.cell_head(blocks).view(a.shape[0], len(self.heads), -1)
+        return self.head(blocks).view(a.shape[0], len(self.heads), -1)
 
 
 @SETTINGS.register("dipart")

@@ -6,7 +6,8 @@ split correctly, and every split is verified on a probe input (stages + cell hea
 ``model(x)``) before it is used, so a wrong split is a one-line error, never wrong maps.
 
 Order: ``vgg`` (plain ``features`` / ``avgpool`` / fully connected ``classifier``: VGG, AlexNet), ``resnet``
-(torchvision/timm ResNet, ResNeXt, Wide-ResNet), ``timm`` (any timm CNN, from its ``feature_info``), ``graph``
+(torchvision/timm ResNet, ResNeXt, Wide-ResNet), ``vit`` (timm/torchvision Vision Transformers as token maps,
+:mod:`attreval.models.splitters.vit`), ``timm`` (any timm CNN, from its ``feature_info``), ``graph``
 (any other ``nn.Module``, cut by torch.fx where one tensor is live). Adding a splitter = one module with a
 class that has ``accepts(model)``, ``probe_shape(model)`` and ``split(model, probe)``, plus one
 ``SPLITTERS.register`` line.
@@ -113,11 +114,14 @@ def describe_layers(staged: StagedModel, probe: Tensor) -> list[tuple[str, str, 
 # The registry lines, in the order splitters are tried (strict family rules first, the fx fallback last).
 from attreval.models.splitters.vgg import VGGSplitter  # noqa: E402
 from attreval.models.splitters.resnet import ResNetSplitter  # noqa: E402
+from attreval.models.splitters.vit import ViTSplitter  # noqa: E402
 from attreval.models.splitters.timm_models import TimmSplitter  # noqa: E402
 from attreval.models.splitters.graph import GraphSplitter  # noqa: E402
 
 SPLITTERS.register("vgg")(VGGSplitter())
 SPLITTERS.register("resnet")(ResNetSplitter())
+# before "timm": a timm ViT has a feature_info too, but its blocks' outputs are token sequences, not maps
+SPLITTERS.register("vit")(ViTSplitter())
 SPLITTERS.register("timm")(TimmSplitter())
 SPLITTERS.register("graph")(GraphSplitter())
 
