@@ -60,6 +60,7 @@ ZOO = [
     ("timm_mobilenetv3", timm_model("mobilenetv3_small_050"), 32, "timm"),
     ("timm_regnetx_002", timm_model("regnetx_002"), 32, "timm"),
     ("timm_ghostnet", timm_model("ghostnet_050"), 32, "timm"),
+    ("vit_torchvision_tiny", lambda: __import__("tiny_vit").tiny_torchvision_vit(), 32, "vit"),  # docs/transformers.md
 ]
 
 
