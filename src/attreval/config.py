@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from attreval.registry import did_you_mean, unknown_name_error
-from attreval.settings import SETTINGS
+from attreval.settings import GRID_KINDS, SETTINGS
 
 PAPER_KERNELS = (9, 17, 33, 65, 129, 257)
 ALL = tuple(SETTINGS.names())  # every registered setting, in registration order
@@ -369,14 +369,14 @@ def _names_check(config: RunConfig) -> None:
         _path_name("a layer name", layer)
     for method in e.methods:
         _path_name("a method name", method)
-    from attreval.settings import SETTINGS  # each setting names the grid kind it is evaluated on
-
-    for kind in ("gridpg", "disconnected"):
+    for kind in GRID_KINDS:
         users = [s for s in e.settings if s in SETTINGS and SETTINGS.get(s).grids == kind]
         if users and getattr(g, kind) < 1:
             names = "/".join(s for s in SETTINGS.names() if SETTINGS.get(s).grids == kind)
             raise ValueError(f"expected a positive [grids] {kind} with the {names} settings selected, got "
                              f"{getattr(g, kind)} (drop {'/'.join(users)} from [evaluation] settings to skip)")
+
+
 def _validate_inputs(config: RunConfig) -> None:
     """Checks of the keys that describe a user's own data: the image rule and the folder preprocessing."""
     from attreval.data.grids import IMAGE_RULES

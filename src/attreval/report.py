@@ -282,7 +282,7 @@ def _model(report: _Report, results: pd.DataFrame, model: str, cell: int) -> Non
         report.how("smoothing")
     _sweep(report, results, model, n)
     report.heading(3, "Correlation of per-instance scores (GridPG)")
-    if not ((rows["setting"] == "gridpg") & (rows["kernel_size"] == 0)).any():
+    if not ((rows["setting"] == correlation.SETTING) & (rows["kernel_size"] == 0)).any():
         report.note("no GridPG results for this model: correlations skipped.")
         return
     matrix = correlation.method_layer_correlations(results, model)
@@ -471,7 +471,7 @@ def _correlation_tables(report: _Report, results: pd.DataFrame) -> None:
     shown = table.copy()
     shown.columns = ["Orig" if c == 0 else f"K={c}" for c in shown.columns]
     long = pd.concat([correlation.reference_correlations(results, m) for m in pd.unique(results["model"])
-                      if ((results["model"] == m) & (results["setting"] == "gridpg")).any()], ignore_index=True)
+                      if ((results["model"] == m) & (results["setting"] == correlation.SETTING)).any()], ignore_index=True)
     pairs = {key: group["pairs"].tolist() for key, group in long.groupby(["method", "model"], sort=False)}
     shown["n instances"] = [_span(pairs.get(key, [])) for key in table.index]
     shown.index = pd.MultiIndex.from_tuples([(f"S-{plots.method_display(m)}", model) for m, model in shown.index])

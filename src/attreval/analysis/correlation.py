@@ -13,11 +13,15 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from attreval.settings import SETTINGS
+
 #: Columns identifying one evaluation in a score table.
 KEY = ("method", "layer", "kernel_ref")
 #: Table 1 / 2 of the paper: final-layer Grad-CAM against input-layer S-IntGrad and S-IxG.
 TABLE_REFERENCE = ("grad_cam", "final")
 TABLE_METHODS = ("int_grad", "input_x_grad")
+#: The setting correlations are computed on (PAPER.md §6.2: GridPG, the one with a pooled output).
+SETTING = next(name for name, cls in SETTINGS.items() if cls.pooled)
 
 
 def rankdata(values: np.ndarray) -> np.ndarray:
@@ -63,7 +67,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def score_table(
-    results: pd.DataFrame, model: str, setting: str = "gridpg", kernel_refs: Iterable[int] | None = (0,)
+    results: pd.DataFrame, model: str, setting: str = SETTING, kernel_refs: Iterable[int] | None = (0,)
 ) -> pd.DataFrame:
     """Scores paired by instance: index ``(grid, cell)``, columns ``(method, layer, kernel_ref)``.
 
@@ -99,7 +103,7 @@ def correlation_matrix(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rho, index=table.columns, columns=table.columns)
 
 
-def method_layer_correlations(results: pd.DataFrame, model: str, setting: str = "gridpg",
+def method_layer_correlations(results: pd.DataFrame, model: str, setting: str = SETTING,
                               kernel_refs: Iterable[int] | None = (0,)) -> pd.DataFrame:
     """The Fig. 19 analogue: ρ between every (method, layer[, kernel_ref]) on ``setting`` for ``model``.
 
@@ -122,7 +126,7 @@ def reference_correlations(
     reference: tuple[str, str] = TABLE_REFERENCE,
     methods: Sequence[str] = TABLE_METHODS,
     layer: str = "input",
-    setting: str = "gridpg",
+    setting: str = SETTING,
 ) -> pd.DataFrame:
     """The Table 1/2 analogue: ρ between ``reference`` (method, layer, unsmoothed) and each of ``methods``
     at ``layer`` for every kernel_ref (0 = "Orig", unsmoothed).
@@ -153,7 +157,7 @@ def reference_table(results: pd.DataFrame, models: Sequence[str] | None = None, 
     models = list(pd.unique(results["model"])) if models is None else list(models)
     frames = []
     for model in models:
-        if ((results["model"] == model) & (results["setting"] == options.get("setting", "gridpg"))).any():
+        if ((results["model"] == model) & (results["setting"] == options.get("setting", SETTING))).any():
             frames.append(reference_correlations(results, model, **options))
     frames = [f for f in frames if not f.empty]
     if not frames:
