@@ -350,3 +350,23 @@ def test_hand_folded_batchnorm_equals_zennits_merge(models):
         merged = attreval.attribute(split(model), x, torch.tensor([[3]]), name, setting="difull", n=1, canonizer="merge_batchnorm")
         by_hand = attreval.attribute(split(folded), x, torch.tensor([[3]]), name, setting="difull", n=1, canonizer="none")
         assert_close(merged, by_hand)
+
+
+@pytest.mark.parametrize("setting", ["gridpg", "difull", "dipart"])
+@pytest.mark.parametrize("kind", ["vgg", "resnet"])
+def test_epsilon_to_zero_is_input_times_gradient(kind, setting):
+    """LRP-0 of a ReLU network is Input × Gradient (Ancona et al. 2018), biases included; with the ResNet
+    canonizer the Norm rule of the residual sums keeps that (BN eps = 0, see above). A check of the relevance
+    convention: the map is Zennit's modified gradient, not multiplied by the activations again."""
+    model = tiny_model(kind, seed=17).double()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = 0.0
+    model = split(model, 16)
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(17), dtype=torch.float64)
+    classes, heads = torch.tensor([[1, 5], [2, 8]]), None if setting == "gridpg" else [0, 3]
+    for layer in ["input", "middle"]:
+        lrp = attreval.attribute(model, x, classes, "lrp_epsilon", setting=setting, layer=layer, heads=heads,
+                                 epsilon=1e-12, stabilizer=1e-12)
+        ixg = attreval.attribute(model, x, classes, "input_x_grad", setting=setting, layer=layer, heads=heads)
+        assert_close(lrp, ixg, rtol=1e-5)
