@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[dev,ref,timm]'
+	$(PY) -m pip install -q -e '.[dev,ref,timm,zennit]'
 	touch $(STAMP)
 
 run: $(STAMP)

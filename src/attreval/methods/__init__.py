@@ -10,6 +10,7 @@ from typing import Any, Callable
 from attreval.methods.base import METHODS, Method, Task
 from attreval.methods.custom import FunctionMethod
 from attreval.methods import gradient, cam, perturbation, smoothgrad  # noqa: F401  (registers methods)
+from attreval.methods import lrp  # noqa: F401  (registers the LRP methods; zennit is needed only to run them)
 
 __all__ = ["METHODS", "Method", "Task", "FunctionMethod", "resolve_method"]
 
