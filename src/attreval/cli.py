@@ -77,7 +77,7 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     if what in ("methods", "all"):
         for name, method in METHODS.items():
-            print(f"{name:16s} {method.display:18s} {method.family:13s} {method!r}")
+            print(f"{name:24s} {method.display:22s} {method.family:13s} {method!r}")
     if what in ("settings", "all"):
         for name, cls in SETTINGS.items():
             print(f"{name:16s} {cls.display:18s} {cls.__doc__.splitlines()[0]}")
