@@ -370,3 +370,15 @@ def test_epsilon_to_zero_is_input_times_gradient(kind, setting):
                                  epsilon=1e-12, stabilizer=1e-12)
         ixg = attreval.attribute(model, x, classes, "input_x_grad", setting=setting, layer=layer, heads=heads)
         assert_close(lrp, ixg, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in attreval.METHODS.names() if n.startswith("lrp")])
+def test_lrp_refuses_transformer_tails_with_one_line(name):
+    pytest.importorskip("timm")
+    from tiny_vit import tiny_vit
+
+    model = tiny_vit("token", img=16, patch=4, dim=8)
+    x, targets = torch.randn(1, 3, 32, 32), torch.tensor([[1, 2, 3, 4]])
+    with pytest.raises(ValueError, match="expected a CNN for Zennit's LRP rules") as err:
+        attreval.attribute(model, x, targets, name)
+    assert "\n" not in str(err.value)
