@@ -65,7 +65,9 @@ def split_model(model: nn.Module | StagedModel, probe: Tensor | Sequence[int] | 
             splitter's guess (timm's configured input size, a VGG classifier's window, else 224 px).
 
     The caller's model is not modified: stages and heads hold references to its modules (VGG's slid
-    classifier holds views of its Linear weights).
+    classifier holds views of its Linear weights), so weights loaded in place are seen. Splits are cached per
+    model object and probe shape: a model whose submodules are *replaced* after its first split keeps the old
+    split (split a fresh model object instead).
     """
     if isinstance(model, StagedModel):
         return model
