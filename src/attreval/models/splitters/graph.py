@@ -32,7 +32,7 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor, fx, nn
 
-from attreval.models.splitters.common import in_channels
+from attreval.models.splitters.common import in_channels, model_device
 from attreval.models.staged import StagedModel
 
 HEAD_NAMES = ("classifier", "fc", "head", "heads", "global_pool", "avgpool", "head_drop", "pre_logits", "last_linear", "flatten")
@@ -185,8 +185,7 @@ class GraphCut:
         """Whether the head is a global pooling head: equal logits on a 2×2 tiling of one cell's features."""
         generator = torch.Generator().manual_seed(0)
         shape = self.shape[self.nodes[0]]
-        device = next((t.device for t in self.model.parameters()), torch.device("cpu"))
-        x = torch.randn(shape, generator=generator).to(device)
+        x = torch.randn(shape, generator=generator).to(model_device(self.model))
         with torch.no_grad():
             for _, stage in stages:
                 x = stage(x)
@@ -212,8 +211,7 @@ class GraphCut:
                 env[node] = graph.node_copy(node, lookup)
             return env[node]
 
-        first = start + 1 if self.nodes[start].op != "placeholder" or start else 1
-        for node in self.nodes[first:end + 1]:
+        for node in self.nodes[start + 1:end + 1]:  # nodes[0] is the placeholder: stage 1 starts after it
             if node.op == "output":
                 graph.output(fx.map_arg(node.args[0], lookup))
                 break
