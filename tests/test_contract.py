@@ -14,16 +14,14 @@ from attreval import METHODS
 from tiny_models import tiny_model
 from tiny_vit import tiny_vit
 
-# Smaller hyper-parameters keep the suite fast; they do not change what is being checked.
-FAST = {"rise": {"num_masks": 64}, "int_grad": {"n_steps": 6}, "smoothgrad": {"num_samples": 3, "base": "input_x_grad"}}
 SETTINGS = ["gridpg", "difull", "dipart"]
 LAYERS = ["input", "middle", "final"]
 N, CELL = 2, 16
 
 
 def fast_options(name):
-    fields = {f.name for f in dataclasses.fields(METHODS.get(name))}
-    return {k: v for k, v in FAST.get(name, {}).items() if k in fields}
+    """The method's own ``test_preset``: smaller hyper-parameters that keep the suite fast."""
+    return dict(type(METHODS.get(name)).test_preset)
 
 
 @pytest.fixture(scope="module", params=["vgg", "resnet", "vit"])

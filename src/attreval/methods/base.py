@@ -12,7 +12,7 @@ method belongs to the method; taking the positive part belongs to the metric.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterator
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import Tensor
@@ -89,11 +89,14 @@ class Method:
         display: name for plots and tables (``"Grad-CAM++"``).
         family: ``"backprop"``, ``"activation"`` or ``"perturbation"`` (PAPER.md §4).
         stochastic: whether the method draws random numbers (it then has a ``seed`` field).
+        test_preset: field values that make the method cheap enough for the generated contract tests
+            (fewer samples or steps); they must not change what the tests check.
     """
 
     display: ClassVar[str] = "?"
     family: ClassVar[str] = "custom"
     stochastic: ClassVar[bool] = False
+    test_preset: ClassVar[dict[str, Any]] = {}
 
     def __call__(self, task: Task) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, ClassVar, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -196,6 +196,7 @@ class IntegratedGradients(Method):
 
     display = "IntGrad"
     family = "backprop"
+    test_preset: ClassVar[dict[str, Any]] = {"n_steps": 6}
     n_steps: int = 20
     rule: str = "gauss_legendre"
     baseline: float = 0.0

@@ -12,6 +12,7 @@ import functools
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -251,6 +252,7 @@ class RISE(Method):
     display = "RISE"
     family = "perturbation"
     stochastic = True
+    test_preset: ClassVar[dict[str, Any]] = {"num_masks": 64}
     num_masks: int = 1000
     grid_size: int = 6
     keep_prob: float = 0.1

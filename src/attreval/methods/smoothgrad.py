@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -38,6 +38,7 @@ class SmoothGrad(Method):
     display = "SmoothGrad"
     family = "backprop"
     stochastic = True
+    test_preset: ClassVar[dict[str, Any]] = {"num_samples": 3, "base": "input_x_grad"}
     base: str | Method = "int_grad"
     base_options: tuple[tuple[str, Any], ...] = ()
     num_samples: int = 15
