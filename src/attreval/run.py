@@ -7,14 +7,11 @@ scores → one part of the results table + the maps, written atomically.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager, nullcontext
-import os
-import platform
 import shutil
-import subprocess
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -22,92 +19,25 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-import attreval
 from attreval.analysis.cost import PassCounter
 from attreval.api import build_task
 from attreval.config import RunConfig
-from attreval.distributed import Group, from_environment
-from attreval.lock import LOCK_FILE, RunLock
-from attreval.manifest import REBUILT, grid_fingerprint, verify_run
 from attreval.data import GridDataset, build_grid_dataset, load_dataset
+from attreval.distributed import Group, from_environment
+from attreval.lock import RunLock
+from attreval.manifest import grid_fingerprint
 from attreval.methods import resolve_method
 from attreval.metric import localization_parts, score_from_parts
 from attreval.models.loading import load_model
 from attreval.models.splitters import split_model
 from attreval.models.splitters.common import model_device
+from attreval.rundir import prepare_run_dir
+from attreval.runtime import device_name, faithful_numerics, metadata, resolve_device  # noqa: F401 - device_name: bench imports it here until it moves
 from attreval.settings import GRID_KINDS, SETTINGS, make_setting
 from attreval.smoothing import scaled_kernel_size, smooth_maps
 from attreval.store import RunStore, Unit
 
 log = logging.getLogger(__name__)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N``, ``mps`` or ``auto``; a missing accelerator is a clear error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"expected a device like cpu, cuda, cuda:0 or auto, got '{name}'") from None
-    if device.type not in ("cpu", "cuda", "mps"):  # meta, xpu, …: tensors there hold no values or are untested
-        raise ValueError(f"expected a device like cpu, cuda, cuda:0, mps or auto, got '{name}'")
-    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"expected an Apple MPS device for --device {name}, but torch finds none; use --device cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"expected a CUDA device for --device {name}, but torch finds none; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"expected a CUDA device index below {torch.cuda.device_count()}, got {name}")
-    return device
-
-
-def prepare_run_dir(out: Path, config: RunConfig, resume: bool, lock: RunLock | None = None) -> RunStore:
-    """Create the run directory, or check that ``--resume`` continues a run of the same config whose files
-    match their manifest records. ``lock`` (taken once the checks pass, before anything is changed) keeps
-    a second process out of the directory until it is released."""
-    store = RunStore(out)
-    wanted = {k: v for k, v in config.to_dict().items() if k != "device"}
-    if (out / "config.json").exists():
-        if not resume:
-            raise ValueError(f"expected an empty output directory, got a run in {out}; pass --resume or another --out")
-        problem = store.manifest.problem(out / "config.json")
-        if problem is not None:
-            raise ValueError(f"expected an intact run directory {out}, got {problem}")
-        stored = {k: v for k, v in store.read_json("config.json").items() if k != "device"}
-        stored.setdefault("variants", {})  # runs written before [variants] existed
-        if _jsonable(stored) != _jsonable(wanted):
-            diff = sorted(k for k in set(stored) | set(wanted) if _jsonable(stored.get(k)) != _jsonable(wanted.get(k)))
-            raise ValueError(f"expected --resume with the config of {out}, got a different config (differs in: {', '.join(diff)})")
-        if lock is not None:
-            lock.acquire()  # before anything changes: another process may be writing here
-        store.remove_temporary()  # half-written files of a killed run
-        problems = verify_run(out, skip=REBUILT, missing_ok=True)  # deleted files are recomputed, damaged ones named
-        if problems:
-            more = f" (and {len(problems) - 1} more: see attreval verify {out})" if len(problems) > 1 else ""
-            raise ValueError(f"expected the files of {out} to match its manifest, got {problems[0]}{more}")
-        if not store.manifest.has(out / "config.json"):  # killed between config.json and its record
-            store.write_json("config.json", config.to_dict())
-        return store
-    # Also with --resume: without config.json this is no run of ours, and a failing run removes what it created.
-    if out.exists() and (not out.is_dir() or any(p.suffix != ".tmp" and p.name != LOCK_FILE for p in out.iterdir())):
-        raise ValueError(f"expected an empty or new output directory, got the {'non-empty directory' if out.is_dir() else 'file'} {out}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if lock is not None:
-            lock.acquire()
-        if (out / "config.json").exists():  # another process started a run here between the check and the lock
-            raise ValueError(f"expected an empty output directory, got a run in {out}; pass --resume or another --out")
-        store.remove_temporary()
-        store.write_json("config.json", config.to_dict())
-    except OSError as err:
-        raise ValueError(f"expected a writable output directory, got {out} ({err.strerror})") from None
-    return store
-
-
-def _jsonable(value: Any) -> Any:
-    import json
-
-    return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
 def make_grids(store: RunStore, config: RunConfig, models: dict[str, nn.Module], device: torch.device) -> dict[tuple[str, str], GridDataset]:
@@ -262,56 +192,6 @@ def _rows(unit: Unit, setting, grids: GridDataset, heads, kernel, ref, inside, t
     })
 
 
-def metadata(config: RunConfig, device: torch.device) -> dict[str, Any]:
-    """Versions, seed, device and source revision of a run."""
-    try:
-        revision = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(attreval.__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        revision = "unknown"
-    return {
-        "attreval": attreval.__version__, "torch": torch.__version__, "python": platform.python_version(),
-        "platform": platform.platform(), "seed": config.seed, "device": str(device),
-        "device_name": device_name(device),
-        "threads": torch.get_num_threads(), "git_revision": revision,
-    }
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's model name (Linux ``/proc/cpuinfo``) and logical core count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine() or "cpu"
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}, {os.cpu_count()} logical cores"
-
-
-@contextmanager
-def faithful_numerics(device: torch.device) -> Iterator[None]:
-    """On CUDA: deterministic algorithms (cuDNN's default backward kernels differ run to run in the last bits,
-    so reruns and resumes would not be bit-identical) and no TF32 (Occlusion, RISE and Ablation-CAM measure
-    small logit differences, which TF32's 10-bit mantissa turns into noise: on an H100 it changed Occlusion
-    scores by up to 0.14). The previous settings are restored afterwards. Nothing changes on the CPU."""
-    if device.type != "cuda":
-        yield
-        return
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved[2], saved[3]
-
-
 def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str | None = None, progress: bool = True) -> RunStore:
     """Run (or resume) the protocol of ``config`` into the directory ``out``; returns its store.
 
@@ -357,7 +237,7 @@ def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], d
     if group.is_main:
         store.merge(units)
         store.merge_costs(units)
-        meta = metadata(config, dev)
+        meta = metadata(config.seed, dev)
         meta.update(seconds=time.time() - started, resumed=resume, units=len(units), processes=group.world)
         store.write_json("meta.json", meta)
     group.barrier()
