@@ -11,7 +11,6 @@ from torch.nn import functional as F
 
 import attreval
 from attreval.analysis.cost import PassCounter
-from attreval.api import target_heads
 from attreval.bench import reference_maps, reference_pattern
 from attreval.methods import resolve_method
 from attreval.methods.base import Task
@@ -163,7 +162,7 @@ def test_reference_pattern_runs_rise_two_masks_per_forward():
     setting = make_setting("gridpg", model, 2)
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     classes = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7], [1, 3, 5, 7]])
-    heads = target_heads(setting, 4, None)
+    heads = setting.target_heads(4)
     method = RISE(num_masks=6)
     counter = PassCounter()
     maps = reference_maps(method, "rise", setting, images, classes, "input", heads, counter)

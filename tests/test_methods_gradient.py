@@ -264,14 +264,14 @@ def test_int_grad_equals_ixg_at_the_resnet_final_layer(setting):
 @pytest.mark.parametrize("layer", ["input", "middle"])
 @pytest.mark.parametrize("chunk_size", [1, 3, 64])
 def test_example_gradients_equal_one_backward_per_row_and_target(setting, layer, chunk_size):
-    from attreval.api import build_task, target_heads
+    from attreval.api import build_task
     from attreval.methods.base import example_gradients, pick
     from attreval.settings import make_setting
 
     s = make_setting(setting, tiny_model("resnet"), 2)
     x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(11))
     classes = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8], [9, 0, 1, 2]])[:, : (4 if setting == "gridpg" else 2)]
-    task = build_task(s, x, classes, layer, target_heads(s, classes.shape[1], None), chunk_size)
+    task = build_task(s, x, classes, layer, s.target_heads(classes.shape[1]), chunk_size)
     grads, logits = example_gradients(task, task.inputs, torch.arange(3))
     for b in range(3):
         for t in range(classes.shape[1]):  # the authors' pattern: one (image, target) per backward

@@ -12,30 +12,6 @@ from attreval.models.staged import StagedModel
 from attreval.settings import Setting, make_setting
 
 
-def target_heads(setting: Setting, num_targets: int, heads: Sequence[int] | None) -> tuple[int, ...]:
-    """The head explained by each of the T target columns.
-
-    GridPG: head 0 for every column. DiFull/DiPart: ``heads`` if given; otherwise every head when
-    T = n², the corner heads when T equals their number (PAPER.md §1.3).
-    """
-    if setting.pooled:
-        return setting.heads_for(range(num_targets))
-    if heads is None:
-        if num_targets == setting.num_heads:
-            heads = tuple(range(setting.num_heads))
-        elif num_targets == len(setting.default_heads()):
-            heads = setting.default_heads()
-        else:
-            raise ValueError(
-                f"expected {setting.num_heads} (all heads) or {len(setting.default_heads())} (corner heads) "
-                f"target columns for {setting.display}, got {num_targets}; pass heads=[…] explicitly"
-            )
-    heads = setting.check_heads(heads)
-    if len(heads) != num_targets or len(set(heads)) != len(heads):
-        raise ValueError(f"expected {num_targets} distinct heads (one per target column), got {list(heads)}")
-    return heads
-
-
 def build_task(
     setting: Setting,
     images: Tensor,
@@ -104,7 +80,7 @@ def attribute(
         setting: a registered setting name (``"gridpg"``, ``"difull"``, ``"dipart"``) or a Setting.
         layer: ``"input"``, ``"middle"``, ``"final"`` or any stage name of the split model.
         n: grid size.
-        heads: DiFull/DiPart head of each target column (default: see :func:`target_heads`).
+        heads: DiFull/DiPart head of each target column (default: see :meth:`Setting.target_heads`).
         chunk_size: most inputs per forward pass.
         **options: replace the method's preset values (presets: IntGrad ``n_steps=20``, RISE ``num_masks=1000``, …).
 
@@ -115,7 +91,7 @@ def attribute(
     setting = make_setting(setting, model, n)
     setting.staged.check_cell((images.shape[1], images.shape[2] // n, images.shape[3] // n), setting.pooled, images.device, images.dtype)
     method = resolve_method(method, **options)
-    task = build_task(setting, images, targets, layer, target_heads(setting, targets.shape[1], heads), chunk_size)
+    task = build_task(setting, images, targets, layer, setting.target_heads(targets.shape[1], heads), chunk_size)
     maps = method(task)
     expected = (task.batch, task.num_targets, *task.inputs.shape[-2:])
     if tuple(maps.shape) != expected:

@@ -61,8 +61,9 @@ class Setting(ABC):
         return 1 if self.pooled else self.n * self.n
 
     def default_heads(self) -> tuple[int, ...]:
-        """Heads evaluated when none are named (DiFull/DiPart: the corners, PAPER.md §1.3)."""
-        return (0,) if self.pooled else GridSpec(self.n, 1, 1).corners
+        """Heads evaluated when none are named: GridPG's single output; DiFull/DiPart the heads of the
+        evaluated cells (the corners, PAPER.md §1.3)."""
+        return (0,) if self.pooled else self.heads_for(self.evaluated_cells())
 
     def evaluated_cells(self, all_cells: bool = False) -> tuple[int, ...]:
         """Cells scored in the protocol: GridPG every cell (§1.2), DiFull/DiPart the corners (§1.3) unless
@@ -82,6 +83,29 @@ class Setting(ABC):
     @abstractmethod
     def tail(self, layer: str, heads: Sequence[int]) -> Tail:
         """The network ``(N, C', n·h, n·w) → (N, len(heads), K)`` from the activations at ``layer``."""
+
+    def target_heads(self, num_targets: int, heads: Sequence[int] | None = None) -> tuple[int, ...]:
+        """The head explained by each of the T target columns.
+
+        GridPG: head 0 for every column. DiFull/DiPart: ``heads`` if given; otherwise every head when
+        T = n², the corner heads when T equals their number (PAPER.md §1.3).
+        """
+        if self.pooled:
+            return self.heads_for(range(num_targets))
+        if heads is None:
+            if num_targets == self.num_heads:
+                heads = tuple(range(self.num_heads))
+            elif num_targets == len(self.default_heads()):
+                heads = self.default_heads()
+            else:
+                raise ValueError(
+                    f"expected {self.num_heads} (all heads) or {len(self.default_heads())} (corner heads) "
+                    f"target columns for {self.display}, got {num_targets}; pass heads=[…] explicitly"
+                )
+        heads = self.check_heads(heads)
+        if len(heads) != num_targets or len(set(heads)) != len(heads):
+            raise ValueError(f"expected {num_targets} distinct heads (one per target column), got {list(heads)}")
+        return heads
 
     def check_heads(self, heads: Sequence[int]) -> tuple[int, ...]:
         heads = tuple(int(h) for h in heads)
