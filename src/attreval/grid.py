@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from attreval.validation import positive_int
+
 
 @dataclass(frozen=True)
 class GridSpec:
@@ -26,9 +28,7 @@ class GridSpec:
 
     def __post_init__(self) -> None:
         for name in ("n", "cell_h", "cell_w"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"expected a positive integer GridSpec.{name}, got {value!r}")
+            positive_int(f"GridSpec.{name}", getattr(self, name))
 
     @property
     def height(self) -> int:

@@ -23,6 +23,7 @@ from attreval.models.splitters import split_model
 from attreval.models.staged import StagedModel
 from attreval.registry import Registry
 from attreval.tail import Tail
+from attreval.validation import positive_int
 
 SETTINGS: Registry[type["Setting"]] = Registry("setting")
 
@@ -51,8 +52,7 @@ class Setting(ABC):
     separate_cells: bool = False
 
     def __init__(self, model: nn.Module | StagedModel, n: int):
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValueError(f"expected a positive integer grid size n, got {n!r}")
+        positive_int("grid size n", n)
         self.staged = split_model(model)
         self.n = n
 

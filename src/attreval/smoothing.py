@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from attreval.validation import positive_int
+
 PAPER_KERNEL_SIZES = (9, 17, 33, 65, 129, 257)
 
 
@@ -90,10 +92,8 @@ def scaled_kernel_sizes(
     >>> scaled_kernel_sizes(28)
     [1, 3, 5, 9, 17]
     """
-    if not all(isinstance(side, int) and side >= 1 for side in (map_side, reference_side)):
-        raise ValueError(
-            f"expected positive integer sides, got map_side={map_side!r}, reference_side={reference_side!r}"
-        )
+    positive_int("map_side", map_side)
+    positive_int("reference_side", reference_side)
     return list(dict.fromkeys(scaled_kernel_size(size, map_side, reference_side) for size in sizes))
 
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from attreval.grid import GridSpec, unfold_cells
+from attreval.validation import positive_int
 
 log = logging.getLogger(__name__)
 
@@ -275,8 +276,7 @@ def build_grid_dataset(
     """
     from attreval.data import class_names
 
-    if not isinstance(count, int) or count < 1:
-        raise ValueError(f"expected a positive number of grids, got {count!r}")
+    positive_int("number of grids", count)
     images, labels = dataset_tensors(dataset)
     pool, summary = select_images(models, images.to(device), labels, threshold, rule)
     log.info("%s, for all %d model(s)", summary, len(models))

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from attreval.registry import Registry
 from attreval.tail import Tail, as_tail
+from attreval.validation import positive_int
 
 Forward = Callable[[Tensor], Tensor]
 
@@ -57,8 +58,7 @@ class Task:
             )
         if self.heads.shape != (self.classes.shape[1],):
             raise ValueError(f"expected heads of shape (T={self.classes.shape[1]},), got {tuple(self.heads.shape)}")
-        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
-            raise ValueError(f"expected a positive integer chunk_size, got {self.chunk_size!r}")
+        positive_int("chunk_size", self.chunk_size)
 
     @property
     def batch(self) -> int:

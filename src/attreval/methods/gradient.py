@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from attreval.methods.base import Method, Task, chunks, example_gradients, register
 from attreval.tail import module_hooks
+from attreval.validation import positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -202,8 +203,7 @@ class IntegratedGradients(Method):
     baseline: float = 0.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.n_steps, int) or self.n_steps < 1:
-            raise ValueError(f"expected a positive integer n_steps, got {self.n_steps!r}")
+        positive_int("n_steps", self.n_steps)
         if self.rule not in RULES:
             raise ValueError(f"expected an integration rule in {RULES}, got {self.rule!r}")
         if self.rule == "riemann_trapezoid" and self.n_steps < 2:

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 from attreval.data.folders import IMAGENET_MEAN, IMAGENET_STD
 from attreval.methods.base import Method, Task, example_gradients, register
 from attreval.models.splitters.vgg import GlobalAveragePool
+from attreval.validation import choice, positive_number
 
 #: Canonizer choices: ``torchvision`` (BatchNorm merged into the preceding conv/linear, and torchvision
 #: ResNet ``BasicBlock``/``Bottleneck`` residual sums as a ``Sum`` module with Zennit's ``Norm`` rule; on
@@ -170,16 +171,6 @@ def _dense_convs(root: nn.Module) -> set[int]:
     return dense
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"expected {name} in {choices}, got {value!r}")
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"expected a positive number for {name}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class LRP(Method):
     """LRP-ε (Bach et al. 2015): the ε rule at every convolution and linear layer.
@@ -202,10 +193,10 @@ class LRP(Method):
     output_relevance: str = "logit"
 
     def __post_init__(self) -> None:
-        _check_positive("epsilon", self.epsilon)
-        _check_positive("stabilizer", self.stabilizer)
-        _check_choice("canonizer", self.canonizer, CANONIZERS)
-        _check_choice("output_relevance", self.output_relevance, OUTPUT_RELEVANCE)
+        positive_number("epsilon", self.epsilon)
+        positive_number("stabilizer", self.stabilizer)
+        choice("canonizer", self.canonizer, CANONIZERS)
+        choice("output_relevance", self.output_relevance, OUTPUT_RELEVANCE)
 
     # rules (templates: Zennit copies one per module) ---------------------------------------------
 
@@ -319,7 +310,7 @@ class LRPEpsilonGammaBox(LRP):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _check_positive("gamma", self.gamma)
+        positive_number("gamma", self.gamma)
         for name in ("low", "high"):
             value = getattr(self, name)
             if isinstance(value, list):

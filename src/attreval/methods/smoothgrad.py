@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from attreval.methods.base import Method, Task, chunks, register
+from attreval.validation import positive_int
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,7 @@ class SmoothGrad(Method):
     def __post_init__(self) -> None:
         if isinstance(self.base_options, dict):
             object.__setattr__(self, "base_options", tuple(sorted(self.base_options.items())))
-        if not isinstance(self.num_samples, int) or isinstance(self.num_samples, bool) or self.num_samples < 1:
-            raise ValueError(f"expected a positive integer num_samples, got {self.num_samples!r}")
+        positive_int("num_samples", self.num_samples)
         level = self.noise_level
         if not (isinstance(level, (int, float)) and not isinstance(level, bool) and math.isfinite(level) and level >= 0):
             raise ValueError(f"expected a finite noise_level ≥ 0, got {self.noise_level!r}")
