@@ -1,0 +1,197 @@
+"""TOML → :class:`~attreval.config.schema.RunConfig`, strictly (unknown keys, wrong types and unknown names fail
+in one line), relative paths resolved against the config file's folder; and the lenient reading of a run's
+``config.json``."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from attreval.config.checks import validate, validate_inputs
+from attreval.config.schema import (
+    VARIANT_KEYS,
+    DataConfig,
+    EvaluationConfig,
+    GridConfig,
+    ModelConfig,
+    RunConfig,
+    VariantConfig,
+)
+from attreval.registry import did_you_mean, unknown_name_error
+
+
+def _typed(section: str, key: str, value: Any, kind: Any) -> Any:
+    """Check one value against a field type; tuples accept TOML arrays."""
+    kind = str(kind)
+    where = f"[{section}] {key}" if section else key
+    if kind.startswith("tuple"):
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list for {where}, got {type(value).__name__} {value!r}")
+        inner = int if "int" in kind else (int, float) if "float" in kind else str
+        if not all(isinstance(v, inner) and not isinstance(v, bool) for v in value):
+            name = "float" if "float" in kind else inner.__name__
+            raise ValueError(f"expected a list of {name} for {where}, got {value!r}")
+        return tuple(float(v) for v in value) if "float" in kind else tuple(value)
+    expected = {"int": int, "float": (int, float), "str": str, "bool": bool}[kind]
+    if not isinstance(value, expected) or (kind in ("int", "float") and isinstance(value, bool)):
+        raise ValueError(f"expected {kind} for {where}, got {type(value).__name__} {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def _section(cls: type, section: str, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a table for [{section}], got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ValueError(f"unknown key '{key}' in [{section}]{did_you_mean(key, list(fields))}; expected one of: {', '.join(fields)}")
+        values[key] = _typed(section, key, value, fields[key].type)
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ValueError(f"incomplete [{section}]: {err}") from None
+
+
+def parse_config(raw: dict[str, Any], base: str | os.PathLike | None = None) -> RunConfig:
+    """A validated :class:`RunConfig` from a TOML-like dict; with ``base`` (the config file's folder), relative
+    paths are made absolute against it (:func:`resolve_paths`)."""
+    top = {f.name for f in dataclasses.fields(RunConfig)}
+    for key in raw:
+        if key not in top:
+            raise ValueError(f"unknown key '{key}'{did_you_mean(key, sorted(top))}; expected one of: {', '.join(sorted(top))}")
+    models = raw.get("models", [])
+    if not isinstance(models, list) or not models:
+        raise ValueError("expected at least one [[models]] table with a name, got none")
+    config = RunConfig(
+        seed=_typed("", "seed", raw.get("seed", 0), "int"),
+        device=_typed("", "device", raw.get("device", "cpu"), "str"),
+        data=_section(DataConfig, "data", raw.get("data", {})),
+        models=tuple(_section(ModelConfig, "models", m) for m in models),
+        grids=_section(GridConfig, "grids", raw.get("grids", {})),
+        evaluation=_section(EvaluationConfig, "evaluation", raw.get("evaluation", {})),
+        methods=_method_options(raw.get("methods", {})),
+        variants=_variants(raw.get("variants", {})),
+    )
+    validate(config)
+    validate_inputs(config)
+    return resolve_paths(config, base) if base is not None else config
+
+
+def _method_options(raw: Any) -> dict[str, dict[str, Any]]:
+    from attreval.methods import METHODS
+
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a table for [methods], got {type(raw).__name__}")
+    for name, options in raw.items():
+        if name not in METHODS:
+            raise unknown_name_error("method in [methods]", name, METHODS.names())
+        if not isinstance(options, dict):
+            raise ValueError(f"expected a table [methods.{name}], got {type(options).__name__}")
+        _check_method(name, options, f"[methods.{name}]")
+    return dict(raw)
+
+
+def _check_method(name: str, options: dict[str, Any], where: str) -> None:
+    """Build the method once so that unknown options (and a wrapper's unknown base) fail now, one line."""
+    from attreval.methods import resolve_method
+
+    try:
+        method = resolve_method(name, **options)
+        if hasattr(method, "base_method"):  # SmoothGrad: its base name and base_options
+            method.base_method()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _variants(raw: Any) -> dict[str, VariantConfig]:
+    """``[variants.NAME]`` tables: ``method`` (required), optional ``layers`` / ``settings``, method options."""
+    from attreval.methods import METHODS
+
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected a table for [variants], got {type(raw).__name__}")
+    variants = {}
+    for name, table in raw.items():
+        where = f"[variants.{name}]"
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"expected a snake_case variant name (it names result rows and files), got '{name}'")
+        if name in METHODS or name == "all":
+            raise ValueError(f"expected a variant name that is not a registered method, got '{name}' in {where}; rename it (e.g. '{name}_1')")
+        if not isinstance(table, dict):
+            raise ValueError(f"expected a table {where}, got {type(table).__name__}")
+        if "method" not in table:
+            raise ValueError(f"expected a method = \"…\" key in {where}, got none; expected one of: {', '.join(METHODS.names())}")
+        method = _typed(where[1:-1], "method", table["method"], "str")
+        if method not in METHODS:
+            raise unknown_name_error(f"method in {where}", method, METHODS.names())
+        options = {k: v for k, v in table.items() if k not in VARIANT_KEYS}
+        _check_method(method, options, where)
+        restrict = {k: _typed(where[1:-1], k, table[k], "tuple[str, ...]") for k in ("layers", "settings") if k in table}
+        variants[name] = VariantConfig(method, options, **restrict)
+    return variants
+
+
+def resolve_paths(config: RunConfig, base: str | os.PathLike) -> RunConfig:
+    """``config`` with ``[data] root``, ``labels_file``, every ``[[models]] weights`` and architecture file made absolute against
+    ``base`` (``~`` expanded; empty paths stay empty), so that a config file works from any working directory."""
+    base = Path(base)
+
+    def absolute(path: str) -> str:
+        return os.path.abspath(base / Path(path).expanduser()) if path else path
+
+    data = dataclasses.replace(config.data, root=absolute(config.data.root), labels_file=absolute(config.data.labels_file))
+    def factory(spec: str) -> str:  # "file.py:function" names a file; "package.module:function" does not
+        where, _, function = spec.rpartition(":")
+        return f"{absolute(where)}:{function}" if where.endswith(".py") else spec
+
+    models = tuple(dataclasses.replace(m, weights=absolute(m.weights), architecture=factory(m.architecture)) for m in config.models)
+    return dataclasses.replace(config, data=data, models=models)
+
+
+def load_config(path: str | Path | None = None) -> RunConfig:
+    """Parse a TOML file; ``None`` gives the embedded default (``attreval/configs/default.toml``)."""
+    if path is None:
+        text = resources.files("attreval.configs").joinpath("default.toml").read_text()
+        source = "the embedded default config"
+    else:
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise ValueError(f"expected a config file, found nothing at {path}") from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+            raise ValueError(f"expected a readable TOML config file at {path}, got {type(err).__name__}") from None
+        source = os.path.abspath(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"expected valid TOML in {source}, got a syntax error: {err}") from None
+    return parse_config(raw, None if path is None else Path(path).absolute().parent)
+
+
+def config_from_json(stored: dict[str, Any]) -> RunConfig:
+    """The :class:`RunConfig` of a run's ``config.json`` (:meth:`RunConfig.to_dict` output).
+
+    Not re-validated (the run validated it when it started), and lenient: missing sections and keys take
+    their defaults, keys this version does not know are ignored, so older or partial files still read."""
+
+    def build(cls: type, raw: Any) -> Any:
+        raw = raw if isinstance(raw, dict) else {}
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name in raw:
+                value = raw[f.name]
+                values[f.name] = tuple(value) if str(f.type).startswith("tuple") and isinstance(value, list) else value
+        return cls(**values)
+
+    variants = {name: build(VariantConfig, v) for name, v in (stored.get("variants") or {}).items()}
+    top = {k: stored[k] for k in ("seed", "device") if k in stored}
+    return RunConfig(
+        **top, data=build(DataConfig, stored.get("data")), models=tuple(build(ModelConfig, m) for m in stored.get("models") or ()),
+        grids=build(GridConfig, stored.get("grids")), evaluation=build(EvaluationConfig, stored.get("evaluation")),
+        methods=dict(stored.get("methods") or {}), variants=variants,
+    )
