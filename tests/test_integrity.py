@@ -253,7 +253,7 @@ def test_disk_full_while_reserving_maps_is_one_line_and_resumes_to_the_same_tabl
 
 
 def test_a_file_system_without_fallocate_gets_zeros_written(tmp_path, monkeypatch):
-    from attreval.store import MapWriter
+    from attreval.mapfile import MapWriter
 
     def unsupported(fd, offset, length):
         raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))

@@ -17,10 +17,11 @@ import pytest
 import torch
 
 import attreval.run
-from attreval import store as store_module
+from attreval import mapfile as store_module
 from attreval.config import load_config
 from attreval.run import run
-from attreval.store import MapWriter, RunStore, Unit, _save_npy
+from attreval.mapfile import MapWriter, _save_npy
+from attreval.store import RunStore, Unit
 from tiny_models import tiny_run_config
 
 GRIDS = 3  # per kind: batch_size 2 gives a full and a partial batch
