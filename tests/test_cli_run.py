@@ -8,6 +8,8 @@ from attreval.cli import main
 from attreval.store import COLUMNS
 from tiny_models import tiny_run_config
 
+pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
+
 TINY = tiny_run_config(3, """
 [evaluation]
 settings = ["gridpg", "difull"]

@@ -15,6 +15,8 @@ from attreval.settings import make_setting
 from attreval.store import RunStore
 from tiny_models import tiny_run_config
 
+pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
+
 
 def difull_windows(side: int, kernel: int, stride: int) -> int:
     """Occlusion windows that meet the top-left or the bottom-right cell of a 2×2 map of ``side`` pixels:

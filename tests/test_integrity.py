@@ -384,6 +384,8 @@ def test_a_second_process_on_a_locked_run_directory_stops_at_once(runs, tmp_path
     # attreval.lock loaded from its file alone: no torch import, so the holder starts in a fraction of a second
     holder = subprocess.Popen([sys.executable, "-c", f"""
 import importlib.util, time
+
+pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
 spec = importlib.util.spec_from_file_location("lock", {attreval.lock.__file__!r})
 module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
 lock = module.RunLock({str(out)!r}); lock.acquire(); print("held", flush=True); time.sleep(60)

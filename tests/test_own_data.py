@@ -20,6 +20,8 @@ import attreval
 from attreval.cli import main
 from attreval.store import COLUMNS
 
+pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
+
 CLASSES = ("cat", "dog", "fox", "owl")  # sorted: ImageFolder's class indices 0..3
 SIDE = 32  # cells of 32 px: 64-px grids, a 2×2 final layer in ResNet18
 

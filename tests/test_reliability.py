@@ -27,6 +27,8 @@ import attreval
 from attreval.cli import main
 from tiny_models import tiny_run_config
 
+pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
+
 # 2 settings × 2 layers × 3 methods = 12 cheap units (tens of ms each), so a kill can land mid-run.
 RUN = tiny_run_config(5, """
 [evaluation]

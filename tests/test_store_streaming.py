@@ -217,6 +217,8 @@ def test_killed_unit_leaves_only_a_temporary_file(tmp_path):
     script = f"""
 import os, signal, numpy as np
 from attreval.store import RunStore, Unit
+
+pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
 writer = RunStore({str(tmp_path)!r}).map_writer(Unit(*{list(vars(unit).values())!r}), 4)
 with writer:
     writer.write(0, np.ones((2, 1, 2, 2), np.float32))

@@ -11,6 +11,8 @@ from attreval.config import load_config, parse_config
 from attreval.run import plan_units
 from tiny_models import tiny_run_config
 
+pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
+
 BASE = {"models": [{"name": "fashion_resnet"}]}
 SG = {"method": "smoothgrad", "base": "input_x_grad", "noise_level": 0.2}
 

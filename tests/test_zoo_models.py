@@ -19,6 +19,8 @@ from torchvision.models import convnext, densenet, resnet
 import attreval
 from attreval.models.splitters import SPLITTERS, splitter_for
 
+pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
+
 K = 10
 METHODS = {"grad": {}, "grad_cam": {}, "occlusion": {"input_kernel_size": 16, "input_stride": 16}}
 

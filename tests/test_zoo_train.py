@@ -17,6 +17,8 @@ from attreval.data.fashion_mnist import fashion_mnist_dataset, load_fashion_mnis
 from attreval.data.idx import write_idx
 from attreval.models import zoo
 
+pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
+
 SHIPPED = ["fashion_vgg", "fashion_resnet"]
 
 

@@ -75,6 +75,11 @@ def _list(args: argparse.Namespace) -> int:
 
         print(config_reference(), end="")
         return 0
+    if what == "methods" and args.markdown:  # the generated tables of README.md and docs/methods.md
+        from attreval.methods.catalogue import method_table
+
+        print(method_table(), end="")
+        return 0
     if what in ("methods", "all"):
         for name, method in METHODS.items():
             print(f"{name:24s} {method.display:22s} {method.family:13s} {method!r}")
@@ -167,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="list methods, settings, models and splitters, a model's layers, or the config reference")
     p.add_argument("what", nargs="?", default="all", choices=["methods", "settings", "models", "splitters", "layers", "config", "all"])
+    p.add_argument("--markdown", action="store_true", help="with methods: the Markdown table of README.md and docs/methods.md")
     p.add_argument("model", nargs="?", help="with 'layers': a model name (resnet18, timm:efficientnet_b0, fashion_vgg …)")
     p.add_argument("--input-size", help="with 'layers': input size, e.g. 224 or 3x224x224 (default: the model's)")
     p.add_argument("--num-classes", type=int, default=0, help="with 'layers': classifier outputs (default 1000)")
