@@ -7,7 +7,6 @@ import torch
 from torch.nn import functional as F
 
 import attreval
-from attreval.tail import FunctionTail
 from attreval.methods.base import Task
 from attreval.methods.cam import (
     AblationCAM,
@@ -17,6 +16,7 @@ from attreval.methods.cam import (
     ScoreCAM,
     exp_logit_scale,
 )
+from attreval.tail import FunctionTail
 from tiny_models import tiny_model
 
 B, C, H, W, K = 2, 3, 2, 2, 4

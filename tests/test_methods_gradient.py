@@ -5,15 +5,15 @@ from torch import nn
 
 import attreval
 from attreval import METHODS, StagedModel
-from attreval.tail import FunctionTail
 from attreval.methods.base import Task
 from attreval.methods.gradient import (
     GuidedBackprop,
-    IntegratedGradients,
     InputXGradient,
+    IntegratedGradients,
     guided_relus,
     integration_points,
 )
+from attreval.tail import FunctionTail
 from tiny_models import tiny_model
 
 C, H, W, K = 2, 3, 3, 4

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import attreval
-from attreval.methods import resolve_method
 from attreval.grid import GridSpec
+from attreval.methods import resolve_method
 from tiny_models import TinyResNet, TinyVGG, randomize_bn, tiny_model
 
 zennit = pytest.importorskip("zennit")

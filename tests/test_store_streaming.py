@@ -19,8 +19,8 @@ import torch
 import attreval.run
 from attreval import mapfile as store_module
 from attreval.config import load_config
-from attreval.run import run
 from attreval.mapfile import MapWriter, _save_npy
+from attreval.run import run
 from attreval.store import RunStore, Unit
 from tiny_models import tiny_run_config
 

@@ -69,7 +69,7 @@ def test_vgg_layout_matches_torchvision(name):
 
 
 def test_vgg_widths_follow_the_cifar_vgg11_config():
-    widths = lambda model: [m.out_channels for m in model.features if isinstance(m, nn.Conv2d)]  # noqa: E731
+    widths = lambda model: [m.out_channels for m in model.features if isinstance(m, nn.Conv2d)]
     assert widths(zoo.build_model("cifar_vgg11")) == [64, 128, 256, 256, 512, 512]
     assert widths(zoo.build_model("fashion_vgg")) == [16, 32, 64, 64, 128, 128]
     bn = zoo.vgg_small(batch_norm=True)

@@ -9,8 +9,8 @@ from attreval.grid import GridSpec
 from attreval.methods import METHODS, FunctionMethod, Method, Task
 from attreval.methods.custom import captum_method
 from attreval.metric import localization_parts, localization_score
-from attreval.models.staged import StagedModel
 from attreval.models.splitters import split_model
+from attreval.models.staged import StagedModel
 from attreval.reader import Run, load_run
 from attreval.settings import SETTINGS, DiFull, DiPart, GridPG, make_setting
 

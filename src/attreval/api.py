@@ -1,7 +1,8 @@
 """The library entry point: :func:`attribute` and the construction of a :class:`Task` for a setting."""
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

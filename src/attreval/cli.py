@@ -85,7 +85,7 @@ def _list(args: argparse.Namespace) -> int:
             print(f"{name:24s} {method.display:22s} {method.family:13s} {method!r}")
     if what in ("settings", "all"):
         for name, cls in SETTINGS.items():
-            print(f"{name:16s} {cls.display:18s} {cls.__doc__.splitlines()[0]}")
+            print(f"{name:16s} {cls.display:18s} {(cls.__doc__ or '').strip().splitlines()[0]}")
     if what in ("models", "all"):
         for name in MODELS.names():
             print(f"{name:16s} built-in (shipped weights)")
@@ -101,6 +101,8 @@ def _list(args: argparse.Namespace) -> int:
 def _list_layers(args: argparse.Namespace) -> int:
     """``attreval list layers MODEL``: every layer of the split model with its activation shape."""
     from attreval.models.loading import build_architecture
+    import torch
+
     from attreval.models.splitters import describe_layers, in_channels, probe_input, split_model
 
     if not args.model:
@@ -108,7 +110,7 @@ def _list_layers(args: argparse.Namespace) -> int:
     model = build_architecture(args.model, args.num_classes, args.architecture or "")
     shape = _input_size(args.input_size, in_channels(model)) if args.input_size else None
     staged = split_model(model, shape)
-    probe = probe_input(shape or _default_shape(model), "cpu")
+    probe = probe_input(shape or _default_shape(model), torch.device("cpu"))
     print(f"{staged.architecture}: layers for a {tuple(probe.shape[1:])} input (middle / final by the splitter's rule)")
     for layer, alias, act in describe_layers(staged, probe):
         print(f"{layer:28s} {alias:8s} {'×'.join(str(v) for v in act)}")

@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 MANIFEST = "manifest"
 #: What ``attreval run`` writes and records, relative to the run directory (verify lists unrecorded ones).

@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -103,7 +103,7 @@ def evaluate_unit(
     heads = setting.evaluated_cells(all_cells=e.heads == "all")  # the cells scored; heads_for: who explains them
     name, options = config.method_options(unit.method)  # a variant: its registered method and options
     method = resolve_method(name, **options)
-    size, cells = tuple(grids.images.shape[-2:]), torch.tensor(heads)
+    size, cells = (grids.images.shape[-2], grids.images.shape[-1]), torch.tensor(heads)
     parts, variants, chunk = [], [], e.chunk_size  # per batch: per variant, inside and total (B, T)
     for start in range(0, len(grids), e.batch_size):
         maps, chunk = _fitting_batch_maps(unit, method, setting, grids, slice(start, start + e.batch_size), heads, chunk, device, counter)

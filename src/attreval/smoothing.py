@@ -9,7 +9,7 @@ border leaks out and a map is never reflected into itself.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

@@ -70,9 +70,11 @@ def _names_check(config: RunConfig) -> None:
                           ("[evaluation] methods", e.methods)):
         if not values:
             raise ValueError(f"expected at least one name in {where}, got []")
-    for where, values in (("[evaluation] settings", e.settings), ("[evaluation] layers", e.layers),
-                          ("[evaluation] methods", e.methods), ("[evaluation] smooth_methods", e.smooth_methods),
-                          ("[evaluation] kernel_sizes", e.kernel_sizes)):
+    listed: tuple[tuple[str, tuple], ...] = (
+        ("[evaluation] settings", e.settings), ("[evaluation] layers", e.layers), ("[evaluation] methods", e.methods),
+        ("[evaluation] smooth_methods", e.smooth_methods), ("[evaluation] kernel_sizes", e.kernel_sizes),
+    )
+    for where, values in listed:
         twice = sorted({str(v) for v in values if values.count(v) > 1})
         if twice:
             raise ValueError(f"expected each of {where} once, got {', '.join(map(repr, twice))} more than once "

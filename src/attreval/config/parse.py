@@ -32,15 +32,16 @@ def _typed(section: str, key: str, value: Any, kind: Any) -> Any:
     if kind.startswith("tuple"):
         if not isinstance(value, list):
             raise ValueError(f"expected a list for {where}, got {type(value).__name__} {value!r}")
-        inner = int if "int" in kind else (int, float) if "float" in kind else str
+        inner: type | tuple[type, ...] = int if "int" in kind else (int, float) if "float" in kind else str
         if not all(isinstance(v, inner) and not isinstance(v, bool) for v in value):
-            name = "float" if "float" in kind else inner.__name__
+            name = "float" if "float" in kind else "int" if "int" in kind else "str"
             raise ValueError(f"expected a list of {name} for {where}, got {value!r}")
         return tuple(float(v) for v in value) if "float" in kind else tuple(value)
-    expected = {"int": int, "float": (int, float), "str": str, "bool": bool}[kind]
+    kinds: dict[str, type | tuple[type, ...]] = {"int": int, "float": (int, float), "str": str, "bool": bool}
+    expected = kinds[kind]
     if not isinstance(value, expected) or (kind in ("int", "float") and isinstance(value, bool)):
         raise ValueError(f"expected {kind} for {where}, got {type(value).__name__} {value!r}")
-    return float(value) if kind == "float" else value
+    return float(value) if kind == "float" and isinstance(value, (int, float)) else value
 
 
 def _section(cls: type, section: str, raw: Any) -> Any:

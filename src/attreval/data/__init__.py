@@ -19,12 +19,12 @@ def load_dataset(
     preprocessing = {"channels": channels, "normalize": normalize, "mean": tuple(mean), "std": tuple(std)}
     dataset = _load(kind, root, split, labels_file, resize, crop, preprocessing)
     names = class_names(dataset)
-    if limit and limit < len(dataset):
+    if limit and limit < len(dataset):  # type: ignore[arg-type]  # map-style datasets have a length
         if isinstance(dataset, TensorDataset):
             dataset = TensorDataset(*(t[:limit] for t in dataset.tensors))
         else:
             dataset = Subset(dataset, range(limit))
-        dataset.classes = list(names)
+        setattr(dataset, "classes", list(names))  # noqa: B010 - Dataset declares no classes attribute
     return dataset
 
 
@@ -42,7 +42,7 @@ def _load(kind: str, root: str, split: str, labels_file: str, resize: int, crop:
         from attreval.data.fashion_mnist import CLASS_NAMES, fashion_mnist_dataset
 
         dataset = fashion_mnist_dataset(split, root or None)
-        dataset.classes = list(CLASS_NAMES)
+        setattr(dataset, "classes", list(CLASS_NAMES))  # noqa: B010
         return dataset
     if not root:
         raise ValueError(f"expected [data] root (a folder) for data kind '{kind}', got none")
@@ -50,7 +50,7 @@ def _load(kind: str, root: str, split: str, labels_file: str, resize: int, crop:
         from attreval.data.cifar10 import CIFAR10_CLASSES, cifar10_dataset
 
         dataset = cifar10_dataset(root, split)
-        dataset.classes = list(CIFAR10_CLASSES)
+        setattr(dataset, "classes", list(CIFAR10_CLASSES))  # noqa: B010
         return dataset
     from attreval.data import folders
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -74,7 +74,7 @@ class GridDataset:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, mmap: bool = False) -> "GridDataset":
+    def load(cls, path: str | os.PathLike, *, mmap: bool = False) -> GridDataset:
         """Read a file written by :meth:`save`; ``mmap``: map the images instead of reading them (reading a
         few example grids then touches only their pages). Files from before class names load with none."""
         try:
@@ -95,11 +95,12 @@ class GridDataset:
 
 def dataset_tensors(dataset: Dataset) -> tuple[Tensor, Tensor]:
     """All images ``(N, C, H, W)`` and labels ``(N,)`` of a map-style dataset of ``(image, label)``."""
-    if isinstance(getattr(dataset, "tensors", None), tuple) and len(dataset.tensors) == 2:
-        images, labels = dataset.tensors
+    tensors = getattr(dataset, "tensors", None)
+    if isinstance(tensors, tuple) and len(tensors) == 2:
+        images, labels = tensors
         return images, torch.as_tensor(labels).long()
     images, labels, shape = [], [], None
-    for i in range(len(dataset)):
+    for i in range(len(dataset)):  # type: ignore[arg-type]  # map-style datasets have a length
         image, label = dataset[i]
         if shape is None:
             shape = tuple(image.shape)

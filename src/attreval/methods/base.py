@@ -166,7 +166,7 @@ def target_gradients(
             if not rows:
                 y = pick(tail(leaf), heads[part], classes[part])
             else:
-                out = tail.rows(leaf, heads[part].to(leaf.device))
+                out = as_tail(tail).rows(leaf, heads[part].to(leaf.device))
                 y = pick(out[:, None], torch.zeros_like(heads[part]), classes[part])
             (grad,) = torch.autograd.grad(y.sum(), leaf)
         grads[part], logits[part] = grad, y.detach()

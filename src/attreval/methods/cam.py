@@ -186,7 +186,7 @@ class ScoreCAM(Method):
             raise ValueError("expected a task with the grid images for Score-CAM, got image=None")
         whole = task.tail.whole()
         a, image = task.inputs, task.image
-        size = tuple(image.shape[-2:])
+        size = (image.shape[-2], image.shape[-1])
 
         def perturb(part: slice) -> Tensor:
             return score_masks(a, part, size).to(image.dtype)[:, :, None] * image[:, None]

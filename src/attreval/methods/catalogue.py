@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any
 
 from attreval.methods.base import METHODS, Method
 
@@ -17,7 +18,8 @@ DOCUMENTS = ("README.md", "docs/methods.md")
 
 def _preset(method: Method) -> str:
     """The preset's fields as ``name = value`` (the paper's configuration of the method)."""
-    values = [f"{f.name} = {getattr(method, f.name)!r}" for f in dataclasses.fields(method)]  # type: ignore[arg-type]
+    preset: Any = method  # a Method is a dataclass by convention, which the type system cannot see
+    values = [f"{f.name} = {getattr(method, f.name)!r}" for f in dataclasses.fields(preset)]
     return ", ".join(values) if values else "—"
 
 
@@ -26,7 +28,8 @@ def method_table() -> str:
     rows = ["| name | method | family | preset (the paper's configuration) | class |", "|---|---|---|---|---|"]
     for name, method in METHODS.items():
         cls = type(method)
-        extra = f" (needs `{'`, `'.join(cls.requires)}`)" if getattr(cls, "requires", ()) else ""
+        requires = getattr(cls, "requires", ())
+        extra = f" (needs `{'`, `'.join(requires)}`)" if requires else ""
         preset = _preset(method).replace("|", "\\|")
         rows.append(f"| `{name}` | {cls.display}{extra} | {cls.family} | {preset} | `{cls.__module__}.{cls.__qualname__}` |")
     return "\n".join(rows) + "\n"

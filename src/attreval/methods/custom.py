@@ -1,8 +1,9 @@
 """Bring your own method: any callable ``(forward, inputs, targets) -> maps``, or a Captum class."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -6,9 +6,10 @@ Every method here explains ``task.tail`` (f_explain of PAPER.md §2) with respec
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -145,8 +146,8 @@ def integration_points(n_steps: int, rule: str = "gauss_legendre") -> tuple[Tens
     [0.211325, 0.788675]
     """
     if rule == "gauss_legendre":
-        nodes, weights = np.polynomial.legendre.leggauss(n_steps)  # on [-1, 1]; computed once per call
-        return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(weights / 2)
+        nodes, gauss = np.polynomial.legendre.leggauss(n_steps)  # on [-1, 1]; computed once per call
+        return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(gauss / 2)
     if rule == "riemann_trapezoid":
         alphas = torch.linspace(0, 1, n_steps, dtype=torch.float64)
         weights = torch.full((n_steps,), 1 / (n_steps - 1), dtype=torch.float64)

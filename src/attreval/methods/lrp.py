@@ -221,7 +221,7 @@ class LRPEpsilonGammaBox(LRP):
             raise ValueError(f"expected low < high for every channel, got low={self.low!r}, high={self.high!r}")
 
     def _box(self) -> tuple[Tensor, Tensor]:
-        as_tensor = lambda v: torch.tensor(v if isinstance(v, tuple) else (v,), dtype=torch.float64)  # noqa: E731
+        as_tensor = lambda v: torch.tensor(v if isinstance(v, tuple) else (v,), dtype=torch.float64)
         return as_tensor(self.low), as_tensor(self.high)
 
     def conv_rule(self) -> Any:

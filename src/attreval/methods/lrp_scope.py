@@ -2,8 +2,9 @@
 on them put back afterwards (see the "Scope" and "Canonizers" notes of :mod:`attreval.methods.lrp`)."""
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from torch import nn
 
@@ -18,7 +19,7 @@ def require_zennit() -> Any:
         import zennit.layer
         import zennit.rules
         import zennit.torchvision
-        import zennit.types  # noqa: F401
+        import zennit.types
     except ImportError:
         raise ValueError("expected the zennit package for the LRP methods, got none (pip install attreval[zennit])") from None
     return zennit
@@ -88,7 +89,7 @@ def lrp_scope(modules: Iterable[nn.Module], composite: Any) -> Iterator[nn.Modul
     try:
         try:
             composite.register(root)
-        except Exception as err:  # noqa: BLE001 - any canonizer/rule failure is reported the same way
+        except Exception as err:
             line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise ValueError(
                 f"expected modules Zennit can canonize and hook for LRP, got {type(err).__name__}: {line} "

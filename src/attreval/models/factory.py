@@ -12,8 +12,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 
@@ -32,16 +32,18 @@ def resolve_factory(spec: str, base: Path | None = None) -> Callable[..., object
         if not path.is_file():
             raise ValueError(f"expected the architecture file {path}, found no file there")
         module_spec = importlib.util.spec_from_file_location(f"attreval_user_{path.stem}", path)
+        if module_spec is None or module_spec.loader is None:
+            raise ValueError(f"expected a Python file for the architecture, got {path}")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_spec.name] = module
         try:
             module_spec.loader.exec_module(module)
-        except Exception as err:  # noqa: BLE001 - the user's code may raise anything
+        except Exception as err:
             raise ValueError(f"expected {path} to import, got {type(err).__name__}: {_line(err)}") from None
     else:
         try:
             module = importlib.import_module(where)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise ValueError(f"expected an importable module '{where}' for architecture {spec!r}, got {type(err).__name__}: {_line(err)}") from None
     fn = getattr(module, function, None)
     if not callable(fn):
@@ -54,7 +56,7 @@ def build_from_factory(spec: str, num_classes: int = 0, base: Path | None = None
     fn = resolve_factory(spec, base)
     try:
         built = fn(num_classes=num_classes) if num_classes else fn()
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise ValueError(f"expected {spec} to build a model, got {type(err).__name__}: {_line(err)}") from None
     if isinstance(built, StagedModel):
         return StagedModule(built)

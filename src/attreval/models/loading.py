@@ -2,8 +2,8 @@
 CNN with weights from a local file, or the user's own factory function. Nothing is downloaded."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -58,7 +58,7 @@ def _external(name: str, weights: str, num_classes: int) -> nn.Module:
             import timm
         except ImportError:
             raise ValueError("expected the timm package for a 'timm:' model, got none (pip install attreval[timm])") from None
-        build = lambda: timm.create_model(name[5:], pretrained=False, num_classes=num_classes)  # noqa: E731
+        build = lambda: timm.create_model(name[5:], pretrained=False, num_classes=num_classes)
     else:
         names = torchvision_names()
         if name not in names:
@@ -67,7 +67,7 @@ def _external(name: str, weights: str, num_classes: int) -> nn.Module:
             raise unknown_name_error("model", name, MODELS.names() + names)
         import torchvision
 
-        build = lambda: torchvision.models.get_model(name, weights=None, num_classes=num_classes)  # noqa: E731
+        build = lambda: torchvision.models.get_model(name, weights=None, num_classes=num_classes)
     if not weights:
         raise ValueError(f"expected a local weights file for model '{name}' (weights = \"path/to/{name}.pth\"), got none")
     return _load_weights(build(), name, weights, num_classes)
@@ -103,7 +103,7 @@ def _load_weights(model: nn.Module, name: str, weights: str, num_classes: int) -
         raise ValueError(f"expected the weights of '{name}' at {path}, found no file there")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - torch raises several kinds for a bad file
+    except Exception as err:
         raise ValueError(f"expected a torch state-dict file at {path}, got unreadable data ({type(err).__name__})") from None
     try:
         model.load_state_dict(state.get("state_dict", state) if isinstance(state, dict) else state)
@@ -126,6 +126,6 @@ def _load_error_detail(err: Exception) -> str:
         if line.startswith("size mismatch"):
             found = re.search(r"size mismatch for (\S+): .*torch\.Size\(\[(\d+)[^\]]*\]\) from checkpoint.*torch\.Size\(\[(\d+)", line)
             classifier = found is not None and re.match(r"(fc|classifier|head)\b", found.group(1)) is not None
-            hint = f" (the checkpoint has {found.group(2)} outputs: set num_classes = {found.group(2)})" if classifier and found.group(2) != found.group(3) else ""
+            hint = f" (the checkpoint has {found.group(2)} outputs: set num_classes = {found.group(2)})" if found is not None and classifier and found.group(2) != found.group(3) else ""
             return line[:300] + hint
     return lines[0][:300] if lines else type(err).__name__

@@ -20,8 +20,8 @@ The splitters that build a :class:`StagedModel` from a torchvision/timm/any mode
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -123,7 +123,7 @@ class StagedModel:
                 expected = model(probe)
                 features = self.run(probe)
                 got = self.cell_head(features)
-            except Exception as err:  # noqa: BLE001 - any failure of a bad split is reported the same way
+            except Exception as err:
                 raise ValueError(f"expected the split of {self.architecture} to run on a {tuple(probe.shape[1:])} input, got {type(err).__name__}: {_first_line(err)}") from None
             if not isinstance(expected, Tensor):
                 raise ValueError(f"expected {self.architecture} to return a logits tensor, got {type(expected).__name__}")
@@ -135,7 +135,7 @@ class StagedModel:
                 tiled = features.repeat(1, 1, 2, 2)
                 try:
                     pooled = self.grid_head(tiled)
-                except Exception as err:  # noqa: BLE001
+                except Exception as err:
                     raise ValueError(f"expected the grid head of {self.architecture} to run on grid features, got {type(err).__name__}: {_first_line(err)}") from None
                 _check_close(self.architecture, "grid head on a tiled cell", pooled, self.grid_head(features), rtol)
 
@@ -151,7 +151,7 @@ class StagedModel:
             try:
                 features = self.run(probe)
                 self.cell_head(features)
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 raise ValueError(
                     f"expected {self.architecture} to accept {cell_shape[0]}-channel {cell_shape[1]}×{cell_shape[2]} cells, "
                     f"got {type(err).__name__}: {_first_line(err)}"

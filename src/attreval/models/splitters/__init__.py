@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
@@ -44,7 +45,7 @@ class Splitter(Protocol):
 SPLITTERS: Registry[Splitter] = Registry("splitter")
 
 # Splits are cached per model object and probe shape: settings are built once per unit.
-_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[tuple, StagedModel]]" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, StagedModel]] = weakref.WeakKeyDictionary()
 
 
 def splitter_for(model: nn.Module) -> tuple[str, Splitter]:
@@ -114,11 +115,11 @@ def describe_layers(staged: StagedModel, probe: Tensor) -> list[tuple[str, str, 
 
 
 # The registry lines, in the order splitters are tried (strict family rules first, the fx fallback last).
-from attreval.models.splitters.vgg import VGGSplitter  # noqa: E402
-from attreval.models.splitters.resnet import ResNetSplitter  # noqa: E402
-from attreval.models.splitters.vit import ViTSplitter  # noqa: E402
-from attreval.models.splitters.timm_models import TimmSplitter  # noqa: E402
 from attreval.models.splitters.graph import GraphSplitter  # noqa: E402
+from attreval.models.splitters.resnet import ResNetSplitter  # noqa: E402
+from attreval.models.splitters.timm_models import TimmSplitter  # noqa: E402
+from attreval.models.splitters.vgg import VGGSplitter  # noqa: E402
+from attreval.models.splitters.vit import ViTSplitter  # noqa: E402
 
 SPLITTERS.register("vgg")(VGGSplitter())
 SPLITTERS.register("resnet")(ResNetSplitter())

@@ -1,7 +1,7 @@
 """Small facts about a model that every splitter needs (device, input channels, a probe input)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn

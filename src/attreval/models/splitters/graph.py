@@ -27,7 +27,8 @@ writes into the activations it is given.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor, fx, nn
@@ -55,7 +56,7 @@ def trace(model: nn.Module) -> fx.GraphModule:
     """The model's forward as an fx graph, or a one-line error (dynamic control flow, unsupported ops)."""
     try:
         return fx.symbolic_trace(model)
-    except Exception as err:  # noqa: BLE001 - fx raises many kinds for untraceable code
+    except Exception as err:
         detail = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise ValueError(f"torch.fx cannot trace its forward ({type(err).__name__}: {detail})") from None
 
@@ -109,7 +110,7 @@ class GraphCut:
         with torch.no_grad():
             try:
                 recorder.run(x)
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 raise ValueError(f"its traced graph fails on a {tuple(x.shape[1:])} input ({type(err).__name__})") from None
         return recorder.shapes
 
@@ -139,7 +140,7 @@ class GraphCut:
     def final_node(self, head_names: Iterable[str]) -> fx.Node:
         """The last spatial cut outside the head modules."""
         heads = tuple(head_names)
-        inside_head = lambda node: any(p.split(".")[0] in heads or p in heads for p in module_path(node))  # noqa: E731
+        inside_head = lambda node: any(p.split(".")[0] in heads or p in heads for p in module_path(node))
         finals = [n for n in self.nodes if n in self.cuts and n in self.spatial and not inside_head(n)]
         if not finals:
             raise ValueError("found no spatial feature map that alone feeds the classifier")
@@ -191,7 +192,7 @@ class GraphCut:
                 x = stage(x)
             try:
                 one, tiled = head(x), head(x.repeat(1, 1, 2, 2))
-            except Exception:  # noqa: BLE001 - a head that needs a fixed size cannot pool a grid
+            except Exception:
                 return False
         scale = max(float(one.abs().max()), 1.0)
         return one.shape == tiled.shape and float((one - tiled).abs().max()) <= 1e-4 * scale

@@ -63,7 +63,7 @@ def _side_of(size: int, modules: list[nn.Module]) -> int:
     """Spatial side after ``modules`` (convs and pools) for an input side ``size`` (shape arithmetic only)."""
     for m in modules:
         if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            pair = lambda v: v[0] if isinstance(v, tuple) else v  # noqa: E731
+            pair = lambda v: v[0] if isinstance(v, tuple) else v
             k, s, p = pair(m.kernel_size), pair(m.stride), pair(m.padding)
             d = pair(getattr(m, "dilation", 1))
             span = size + 2 * p - d * (k - 1) - 1
