@@ -82,7 +82,7 @@ def make_synthetic_run(root: Path, *, settings=("gridpg", "difull"), models=("to
     spec = GridSpec(N, CELL, CELL)
     (root / "grids").mkdir(parents=True, exist_ok=True)
     for model in models:
-        for kind, count in zip(("gridpg", "disconnected"), grids):
+        for kind, count in zip(("gridpg", "disconnected"), grids, strict=False):
             gen = torch.Generator().manual_seed(len(kind))
             labels = torch.stack([torch.randperm(10, generator=gen)[:N * N] for _ in range(count)])
             images = torch.randn(count, CHANNELS, N * CELL, N * CELL, generator=gen)
@@ -265,7 +265,8 @@ def test_report_and_aggatt_read_through_load_run(full_run):
     ex = aggatt_run.examples_from_run(run, a, "toy_vgg", "gridpg", "input", "grad")
     labels = run.grids("toy_vgg", "gridpg").labels
     assert ex.classes == tuple(f"class{int(labels[g, 0])}_name" for g in ex.grids)
-    assert [sum(c for _, c in top) <= b.size for top, b in zip(aggatt_run.bin_classes(run, a, "toy_vgg", "gridpg"), a.bins)] == [True] * 6
+    classes = aggatt_run.bin_classes(run, a, "toy_vgg", "gridpg")
+    assert [sum(c for _, c in top) <= b.size for top, b in zip(classes, a.bins, strict=True)] == [True] * 6
 
 
 def _chromium(args: list[str], profile: Path, timeout: float = 60) -> subprocess.CompletedProcess:

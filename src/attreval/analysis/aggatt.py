@@ -19,9 +19,9 @@ The AggAtt of a stored unit of a run (through the run reader) is :mod:`attreval.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -85,10 +85,10 @@ def bin_bounds(count: int, edges: Sequence[Fraction | float] = BIN_EDGES) -> tup
     if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 0:
         raise ValueError(f"expected a non-negative integer count, got {count!r}")
     fractions = [e if isinstance(e, Fraction) else Fraction(str(e)) for e in edges]
-    if len(fractions) < 2 or fractions[0] != 0 or fractions[-1] != 1 or any(b < a for a, b in zip(fractions, fractions[1:])):
+    if len(fractions) < 2 or fractions[0] != 0 or fractions[-1] != 1 or any(b < a for a, b in zip(fractions, fractions[1:], strict=False)):
         raise ValueError(f"expected non-decreasing edges from 0 to 1, got {[float(e) for e in fractions]}")
     bounds = [math.floor(count * e + Fraction(1, 2)) for e in fractions]
-    return tuple(Bin(lo, hi, a, b) for lo, hi, a, b in zip(fractions, fractions[1:], bounds, bounds[1:]))
+    return tuple(Bin(lo, hi, a, b) for lo, hi, a, b in zip(fractions, fractions[1:], bounds, bounds[1:], strict=False))
 
 
 def sort_order(scores: np.ndarray, inside: np.ndarray) -> np.ndarray:
@@ -137,9 +137,10 @@ def example_positions(bin_: Bin, count: int = 1) -> list[int]:
     """
     if bin_.empty:
         return []
-    out, step = [bin_.median], 1
+    median = (bin_.start + bin_.end) // 2  # Bin.median of a non-empty bin
+    out, step = [median], 1
     while len(out) < min(count, bin_.size):
-        for pos in (bin_.median + step, bin_.median - step):
+        for pos in (median + step, median - step):
             if bin_.start <= pos < bin_.end and len(out) < count:
                 out.append(pos)
         step += 1

@@ -109,7 +109,9 @@ def examples_from_run(run: Run | RunStore, agg: AggAtt, model: str, setting: str
     unit = _unit(run, results, model, setting, layer, method, agg.cell, kernel_ref)
     grids = run.grids(model, setting)
     size = (grids.spec.height, grids.spec.width)
-    images, maps, classes = [], [], []
+    images: list[np.ndarray | None] = []
+    maps: list[np.ndarray | None] = []
+    classes: list[str | None] = []
     for g in agg.examples:
         if g is None:
             images.append(None)

@@ -8,7 +8,7 @@ either side is constant (no ranking to correlate).
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -88,7 +88,7 @@ def correlation_matrix(table: pd.DataFrame) -> pd.DataFrame:
     """Spearman ρ between every pair of columns of a :func:`score_table` (pairwise-complete, symmetric)."""
     values = table.to_numpy(dtype=np.float64)
     complete = np.isfinite(values).all(axis=0)
-    ranks = {j: rankdata(values[:, j]) for j in np.flatnonzero(complete)}
+    ranks = {int(j): rankdata(values[:, j]) for j in np.flatnonzero(complete)}
     k = values.shape[1]
     rho = np.full((k, k), np.nan)
     for i in range(k):

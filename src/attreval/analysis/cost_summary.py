@@ -62,5 +62,6 @@ def smoothing_vs_smoothgrad(costs: pd.DataFrame, points: pd.DataFrame, smoothing
             rows.append((model, setting, layer, base, "smoothed", f"S-{base} K={kernel_ref}", float("nan"),
                          b["passes_per_grid"], b["seconds_per_grid"] + extra))
         for _, r in group.sort_values("noise_level").iterrows():
-            rows.append((model, setting, layer, base, "smoothgrad", r["method"], r["noise_level"], r["passes_per_grid"], r["seconds_per_grid"]))
+            rows.append((model, setting, layer, base, "smoothgrad", r["method"], r["noise_level"], r["passes_per_grid"],
+                         r["seconds_per_grid"]))
     return pd.DataFrame(rows, columns=COLUMNS)

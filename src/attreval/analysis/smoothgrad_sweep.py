@@ -24,7 +24,7 @@ KERNEL_REF = PAPER_KERNEL_REF
 COLUMNS = ["setting", "layer", "base", "role", "method", "noise_level", "median", "count", "best"]
 
 
-def smoothgrad_points(config: "RunConfig | dict[str, Any]") -> pd.DataFrame:
+def smoothgrad_points(config: RunConfig | dict[str, Any]) -> pd.DataFrame:
     """The SmoothGrad instances of a run config (a :class:`~attreval.config.RunConfig`, or ``config.json``
     as a dict): the registry's SmoothGrad presets and every variant that is one, resolved by
     ``config.method_options``.
@@ -55,7 +55,8 @@ def _medians(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return rows.groupby(keys, sort=False)["score"].agg(median="median", count="size").reset_index()
 
 
-def smoothgrad_sweep(results: pd.DataFrame, config: "RunConfig | dict[str, Any]", model: str, *, kernel_ref: int = KERNEL_REF) -> pd.DataFrame:
+def smoothgrad_sweep(results: pd.DataFrame, config: RunConfig | dict[str, Any], model: str, *,
+                     kernel_ref: int = KERNEL_REF) -> pd.DataFrame:
     """Median localization of each SmoothGrad noise level, with the S-method and the unsmoothed base.
 
     Only (setting, layer) pairs where some SmoothGrad instance was evaluated appear.

@@ -8,7 +8,7 @@ present, SmoothGrad at the same layer (§6.3).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 

@@ -4,9 +4,9 @@ coordinates.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from collections.abc import Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -125,14 +125,15 @@ def aggatt_examples_figure(rows: Sequence[tuple[str, AggAtt, Examples]], title: 
     for label, a, ex in rows:
         images, maps = [], []
         for j, _b in enumerate(a.bins):
-            if ex.images[j] is None:
+            image, shown = ex.images[j], ex.maps[j]
+            if image is None or shown is None:
                 images.append(Panel(None, note="empty bin"))
                 maps.append(Panel(None))
                 continue
             name = ex.classes[j] if j < len(ex.classes) and ex.classes[j] else ""
             caption = f"grid {ex.grids[j]}" + (f", {name}" if name else "") + f", L={ex.scores[j]:.2f}"
-            images.append(Panel(_grey(ex.images[j]), caption, cell=(a.cell, a.n)))
-            maps.append(Panel(_rgb(normalise(ex.maps[j]), RDWHGN, -1, 1), cell=(a.cell, a.n)))
+            images.append(Panel(_grey(image), caption, cell=(a.cell, a.n)))
+            maps.append(Panel(_rgb(normalise(shown), RDWHGN, -1, 1), cell=(a.cell, a.n)))
         panels += [images, maps]
         labels += [f"{label}\nimage", f"{label}\nmap"]
     titles = [f"{b.label}" for b in rows[0][1].bins]

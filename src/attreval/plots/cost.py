@@ -79,7 +79,9 @@ def smoothing_cost_figure(summary: pd.DataFrame, model: str) -> Figure:
         raise ValueError(f"expected smoothing-vs-SmoothGrad cost rows for model '{model}', got none")
     groups = list(rows.groupby(["setting", "layer", "base"], sort=False))
     kind_colour = {"base": "#8c8c8c", "smoothed": "#55a868", "smoothgrad": "#8172b3"}
-    labels, colours, data = [], [], {m: [] for m, _ in COST_METRICS}
+    labels: list[str] = []
+    colours: list[str] = []
+    data: dict[str, list[float]] = {m: [] for m, _ in COST_METRICS}
     for (setting, layer, base), group in groups:
         for r in group.itertuples(index=False):
             name = method_display(base)

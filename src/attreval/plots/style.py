@@ -5,8 +5,8 @@ method × layer layout of the box plots and cost bars. Names and orders come fro
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg

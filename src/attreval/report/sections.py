@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,7 @@ def metadata(page: Page, results: pd.DataFrame) -> None:
     if meta is None:
         page.note("meta.json missing or unreadable: versions, device and timing unknown (unfinished run?).")
     else:
-        rows = {k: meta[k] for k in ("attreval", "torch", "python", "platform", "device", "device_name", "threads",
+        rows: dict[str, Any] = {k: meta[k] for k in ("attreval", "torch", "python", "platform", "device", "device_name", "threads",
                                      "seed", "git_revision", "seconds", "resumed") if k in meta}
         rows.update({k: v for k, v in meta.items() if k not in rows})
         if isinstance(rows.get("seconds"), (int, float)):
