@@ -26,7 +26,7 @@ from attreval.config import RunConfig, config_from_json
 from attreval.data.grids import GridDataset
 from attreval.store import RunStore, Unit
 
-__all__ = ["Run", "load_run", "grid_kind"]
+__all__ = ["Run", "load_run", "grid_kind", "unit_rows", "map_columns"]
 
 
 def grid_kind(setting_or_kind: str) -> str:
@@ -37,6 +37,27 @@ def grid_kind(setting_or_kind: str) -> str:
     if setting_or_kind in GRID_KINDS:
         return setting_or_kind
     return SETTINGS.get(setting_or_kind).grids
+
+
+def unit_rows(results: pd.DataFrame, model: str, setting: str, layer: str, method: str, kernel_ref: int = 0) -> pd.DataFrame:
+    """The result rows of one unit at one smoothing level (``kernel_ref``, 0 = unsmoothed), in stored order;
+    none is a ``ValueError``.
+
+    Rows are selected by ``kernel_ref``, not ``kernel_size``: on small maps several paper kernels scale to
+    the same size (even to 1, the identity), so ``kernel_size`` does not identify a sweep point.
+    """
+    r = results
+    mask = (r["model"] == model) & (r["setting"] == setting) & (r["layer"] == layer) & (r["method"] == method)
+    rows = r[mask & (r["kernel_ref"] == kernel_ref)]
+    if rows.empty:
+        raise ValueError(f"expected result rows for {model}/{setting}/{layer}/{method} (kernel_ref {kernel_ref}), got none")
+    return rows
+
+
+def map_columns(rows: pd.DataFrame) -> list[int]:
+    """The target cell of each column ``t`` of a unit's stored maps ``(G, T, h, w)``: columns follow the
+    order of cells within a grid's rows."""
+    return pd.unique(rows["cell"]).tolist()
 
 
 class Run:
@@ -79,6 +100,13 @@ class Run:
     def meta(self) -> dict[str, Any] | None:
         """``meta.json`` (versions, seed, device, timing), ``None`` for an unfinished run."""
         return self._json("meta.json")
+
+    def problems(self) -> list[str]:
+        """What does not match the run's manifest (:func:`attreval.manifest.verify_run`; a file not written
+        yet is no problem), one line each; empty when all is well."""
+        from attreval.manifest import verify_run
+
+        return verify_run(self.root, missing_ok=True)
 
     def _json(self, name: str) -> dict[str, Any] | None:
         try:
@@ -126,14 +154,10 @@ class Run:
         from attreval.metric import native_localization_score
         from attreval.smoothing import smooth_maps
 
-        r = self.results
-        rows = r[(r["model"] == model) & (r["setting"] == setting) & (r["layer"] == layer) & (r["method"] == method)
-                 & (r["kernel_ref"] == kernel_ref)]
-        if rows.empty:
-            raise ValueError(f"expected result rows for {model}/{setting}/{layer}/{method} (kernel_ref {kernel_ref}), got none")
+        rows = unit_rows(self.results, model, setting, layer, method, kernel_ref)
         kernel = int(rows["kernel_size"].iloc[0])
         maps, n = self.maps(model, setting, layer, method), self.grids(model, setting).spec.n
-        cells = pd.unique(rows["cell"]).tolist()  # map columns follow the order of cells within a grid
+        cells = map_columns(rows)
         native = []
         for start in range(0, len(maps), chunk_size):
             part = torch.from_numpy(np.array(maps[start:start + chunk_size], dtype=np.float32))

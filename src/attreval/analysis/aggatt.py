@@ -14,26 +14,21 @@ can make a bin **empty**: its mean map is all-NaN, its example ``None``, and it 
 colour scale; nothing raises.
 
 Memory: maps are read and upsampled in chunks of ``chunk_size``, so N = 2,000 maps of 448² are fine.
+The AggAtt of a stored unit of a run (through the run reader) is :mod:`attreval.analysis.aggatt_run`.
 """
 from __future__ import annotations
 
 import math
-import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import Tensor
 
 from attreval.metric import cell_masses, score_from_parts, upsample
 from attreval.smoothing import smooth_maps
-from attreval.store import RunStore
-
-if TYPE_CHECKING:
-    from attreval.reader import Run
 
 #: The paper's percentile edges (PAPER.md §3.4), as exact fractions.
 BIN_EDGES: tuple[Fraction, ...] = tuple(Fraction(p, 100) for p in (0, 2, 5, 50, 95, 98, 100))
@@ -90,10 +85,10 @@ def bin_bounds(count: int, edges: Sequence[Fraction | float] = BIN_EDGES) -> tup
     if not isinstance(count, (int, np.integer)) or isinstance(count, bool) or count < 0:
         raise ValueError(f"expected a non-negative integer count, got {count!r}")
     fractions = [e if isinstance(e, Fraction) else Fraction(str(e)) for e in edges]
-    if len(fractions) < 2 or fractions[0] != 0 or fractions[-1] != 1 or any(b < a for a, b in zip(fractions, fractions[1:])):
+    if len(fractions) < 2 or fractions[0] != 0 or fractions[-1] != 1 or any(b < a for a, b in zip(fractions, fractions[1:], strict=False)):
         raise ValueError(f"expected non-decreasing edges from 0 to 1, got {[float(e) for e in fractions]}")
     bounds = [math.floor(count * e + Fraction(1, 2)) for e in fractions]
-    return tuple(Bin(lo, hi, a, b) for lo, hi, a, b in zip(fractions, fractions[1:], bounds, bounds[1:]))
+    return tuple(Bin(lo, hi, a, b) for lo, hi, a, b in zip(fractions, fractions[1:], bounds, bounds[1:], strict=False))
 
 
 def sort_order(scores: np.ndarray, inside: np.ndarray) -> np.ndarray:
@@ -142,9 +137,10 @@ def example_positions(bin_: Bin, count: int = 1) -> list[int]:
     """
     if bin_.empty:
         return []
-    out, step = [bin_.median], 1
+    median = (bin_.start + bin_.end) // 2  # Bin.median of a non-empty bin
+    out, step = [median], 1
     while len(out) < min(count, bin_.size):
-        for pos in (bin_.median + step, bin_.median - step):
+        for pos in (median + step, median - step):
             if bin_.start <= pos < bin_.end and len(out) < count:
                 out.append(pos)
         step += 1
@@ -268,137 +264,3 @@ def aggatt(
     means[[b.empty for b in bins]] = np.nan
     examples = tuple(None if b.empty else int(order[b.median]) for b in bins)
     return AggAtt(bins, means, colour_scale(means), order, scores, inside, examples, n, cell, signed)
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading a run directory (through :class:`attreval.reader.Run`, never the files themselves)
-
-
-def as_run(run: "Run | RunStore | str | os.PathLike") -> "Run":
-    """A :class:`~attreval.reader.Run` from a Run, a :class:`~attreval.store.RunStore` or a directory."""
-    from attreval.reader import Run, load_run
-
-    if isinstance(run, Run):
-        return run
-    return Run(run.root) if isinstance(run, RunStore) else load_run(run)
-
-
-@dataclass(frozen=True)
-class GridGeometry:
-    """What a figure needs of a run's grids: ``n`` and the grid image ``size`` (H, W)."""
-
-    n: int
-    size: tuple[int, int]
-
-
-def grid_geometry(run: "Run | RunStore", model: str, setting: str) -> GridGeometry:
-    grids = as_run(run).grids(model, setting)
-    return GridGeometry(grids.spec.n, tuple(int(s) for s in grids.images.shape[-2:]))
-
-
-def unit_rows(results: pd.DataFrame, model: str, setting: str, layer: str, method: str, kernel_ref: int = 0) -> pd.DataFrame:
-    """The result rows of one unit at one smoothing level (``kernel_ref``, 0 = unsmoothed), in stored order.
-
-    Rows are selected by ``kernel_ref``, not ``kernel_size``: on small maps several paper kernels scale to
-    the same size (even to 1, the identity), so ``kernel_size`` does not identify a sweep point.
-    """
-    r = results
-    mask = (r["model"] == model) & (r["setting"] == setting) & (r["layer"] == layer) & (r["method"] == method)
-    return r[mask & (r["kernel_ref"] == kernel_ref)]
-
-
-def cell_column(rows: pd.DataFrame, cell: int) -> int:
-    """The map column ``t`` holding ``cell``: columns follow the order of cells within a grid's rows."""
-    cells = pd.unique(rows["cell"]).tolist()
-    if cell not in cells:
-        raise ValueError(f"expected a cell among the evaluated ones {cells}, got {cell}")
-    return cells.index(cell)
-
-
-def _kernel_size(rows: pd.DataFrame) -> int:
-    sizes = pd.unique(rows["kernel_size"])
-    if len(sizes) != 1:
-        raise ValueError(f"expected one kernel_size per kernel_ref, got {sorted(sizes)}")
-    return int(sizes[0])
-
-
-def aggatt_from_run(
-    run: "Run | RunStore",
-    model: str,
-    setting: str,
-    layer: str,
-    method: str,
-    *,
-    cell: int = 0,
-    kernel_ref: int = 0,
-    results: pd.DataFrame | None = None,
-    geometry: GridGeometry | None = None,
-    signed: bool = False,
-) -> AggAtt:
-    """AggAtt of one stored unit (smoothed as the rows of ``kernel_ref`` were), sorted by the **stored**
-    scores and inside masses (the numbers the box plots show); samples are grid indices. Raises
-    ``ValueError`` when rows, maps or the grid file are missing."""
-    run = as_run(run)
-    results = run.results if results is None else results
-    rows = unit_rows(results, model, setting, layer, method, kernel_ref)
-    if rows.empty:
-        raise ValueError(f"expected result rows for {model}/{setting}/{layer}/{method} (kernel_ref {kernel_ref}), got none")
-    column, kernel_size = cell_column(rows, cell), _kernel_size(rows)
-    stored = run.maps(model, setting, layer, method)
-    rows = rows[rows["cell"] == cell].sort_values("grid", kind="stable")
-    if len(rows) != stored.shape[0] or not (rows["grid"].to_numpy() == np.arange(stored.shape[0])).all():
-        raise ValueError(f"expected one row per stored grid ({stored.shape[0]}) for cell {cell}, got {len(rows)}")
-    geometry = grid_geometry(run, model, setting) if geometry is None else geometry
-    return aggatt(
-        stored[:, column], geometry.n, cell, geometry.size, kernel_size=kernel_size,
-        scores=rows["score"].to_numpy(), inside=rows["inside"].to_numpy(), signed=signed,
-    )
-
-
-@dataclass(frozen=True, eq=False)
-class Examples:
-    """The example of every bin: ``images (B, C, H, W)`` grid images, ``maps (B, H, W)`` their prepared
-    maps (positive unless signed), the grid index, score and target cell's class name of each; ``None``
-    entries for empty bins."""
-
-    images: tuple[np.ndarray | None, ...]
-    maps: tuple[np.ndarray | None, ...]
-    grids: tuple[int | None, ...]
-    scores: tuple[float | None, ...]
-    classes: tuple[str | None, ...] = ()
-
-
-def examples_from_run(run: "Run | RunStore", agg: AggAtt, model: str, setting: str, layer: str, method: str,
-                      *, kernel_ref: int = 0, results: pd.DataFrame | None = None) -> Examples:
-    """The grid image and map at each bin's median position of ``agg`` (built by :func:`aggatt_from_run`
-    with the same arguments)."""
-    run = as_run(run)
-    results = run.results if results is None else results
-    rows = unit_rows(results, model, setting, layer, method, kernel_ref)
-    column, kernel_size = cell_column(rows, agg.cell), _kernel_size(rows)
-    stored, grids = run.maps(model, setting, layer, method), run.grids(model, setting)
-    size = tuple(int(s) for s in grids.images.shape[-2:])
-    images, maps, classes = [], [], []
-    for g in agg.examples:
-        if g is None:
-            images.append(None)
-            maps.append(None)
-            classes.append(None)
-            continue
-        images.append(np.asarray(grids.images[g], dtype=np.float32))
-        maps.append(prepare_maps(stored[g:g + 1, column], size, kernel_size, agg.signed)[0].numpy())
-        classes.append(grids.class_name(int(grids.labels[g, agg.cell])))
-    scores = tuple(None if g is None else float(agg.scores[g]) for g in agg.examples)
-    return Examples(tuple(images), tuple(maps), agg.examples, scores, tuple(classes))
-
-
-def bin_classes(run: "Run | RunStore", agg: AggAtt, model: str, setting: str, top: int = 3) -> list[list[tuple[str, int]]]:
-    """Per bin, the ``top`` most frequent class names of the target cell among its maps, with counts
-    (samples of ``agg`` are grid indices, as :func:`aggatt_from_run` builds them)."""
-    grids = as_run(run).grids(model, setting)
-    labels = grids.labels[:, agg.cell].numpy()
-    out = []
-    for j in range(len(agg.bins)):
-        counts = pd.Series(labels[agg.samples(j)]).value_counts(sort=True)
-        out.append([(grids.class_name(int(label)), int(count)) for label, count in counts.head(top).items()])
-    return out

@@ -8,18 +8,16 @@ either side is constant (no ranking to correlate).
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from attreval.analysis.conventions import LAYER_ORDER, method_order, position, reference_evaluation, smoothed_methods
 from attreval.settings import SETTINGS
 
 #: Columns identifying one evaluation in a score table.
 KEY = ("method", "layer", "kernel_ref")
-#: Table 1 / 2 of the paper: final-layer Grad-CAM against input-layer S-IntGrad and S-IxG.
-TABLE_REFERENCE = ("grad_cam", "final")
-TABLE_METHODS = ("int_grad", "input_x_grad")
 #: The setting correlations are computed on (PAPER.md §6.2: GridPG, the one with a pooled output).
 SETTING = next(name for name, cls in SETTINGS.items() if cls.pooled)
 
@@ -90,7 +88,7 @@ def correlation_matrix(table: pd.DataFrame) -> pd.DataFrame:
     """Spearman ρ between every pair of columns of a :func:`score_table` (pairwise-complete, symmetric)."""
     values = table.to_numpy(dtype=np.float64)
     complete = np.isfinite(values).all(axis=0)
-    ranks = {j: rankdata(values[:, j]) for j in np.flatnonzero(complete)}
+    ranks = {int(j): rankdata(values[:, j]) for j in np.flatnonzero(complete)}
     k = values.shape[1]
     rho = np.full((k, k), np.nan)
     for i in range(k):
@@ -109,13 +107,9 @@ def method_layer_correlations(results: pd.DataFrame, model: str, setting: str = 
 
     Columns are ordered by layer (input, middle, final, then others), then by method in registry order.
     """
-    from attreval.methods import METHODS
-
     table = score_table(results, model, setting, kernel_refs)
-    layer_rank = {name: i for i, name in enumerate(("input", "middle", "final"))}
-    names = METHODS.names() + [m for m in pd.unique(results["method"]) if m not in METHODS]
-    methods = {m: i for i, m in enumerate(names)}
-    columns = sorted(table.columns, key=lambda c: (layer_rank.get(c[1], 3), c[1], methods[c[0]], c[2]))
+    methods = method_order(pd.unique(results["method"]))
+    columns = sorted(table.columns, key=lambda c: (position(c[1], LAYER_ORDER), c[1], methods.index(c[0]), c[2]))
     return correlation_matrix(table[columns])
 
 
@@ -123,13 +117,14 @@ def reference_correlations(
     results: pd.DataFrame,
     model: str,
     *,
-    reference: tuple[str, str] = TABLE_REFERENCE,
-    methods: Sequence[str] = TABLE_METHODS,
+    reference: tuple[str, str] | None = None,
+    methods: Sequence[str] | None = None,
     layer: str = "input",
     setting: str = SETTING,
 ) -> pd.DataFrame:
-    """The Table 1/2 analogue: ρ between ``reference`` (method, layer, unsmoothed) and each of ``methods``
-    at ``layer`` for every kernel_ref (0 = "Orig", unsmoothed).
+    """The Table 1/2 analogue: ρ between ``reference`` (method, layer, unsmoothed; default the paper's,
+    final-layer Grad-CAM) and each of ``methods`` (default: those the run smoothed at ``layer``, S-IntGrad
+    and S-IxG in the paper) at ``layer`` for every kernel_ref (0 = "Orig", unsmoothed).
 
     Returns:
         Long format: ``model, method, kernel_ref, rho, pairs`` (``pairs`` = instances paired).
@@ -137,7 +132,9 @@ def reference_correlations(
     """
     table = score_table(results, model, setting, kernel_refs=None)
     columns = ["model", "method", "kernel_ref", "rho", "pairs"]
-    ref_key = (*reference, 0)
+    if methods is None:
+        methods = smoothed_methods(results, model=model, setting=setting, layer=layer)
+    ref_key = (*(reference_evaluation() if reference is None else reference), 0)
     if ref_key not in table.columns:
         return pd.DataFrame(columns=columns)
     ref = table[ref_key].to_numpy()

@@ -48,7 +48,7 @@ class PassCounter:
         """A copy of ``task`` whose tail counts its passes."""
         return dataclasses.replace(task, tail=CountedTail(task.tail, self))
 
-    def add(self, other: "PassCounter") -> None:
+    def add(self, other: PassCounter) -> None:
         """Add the counts of ``other`` to these."""
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))

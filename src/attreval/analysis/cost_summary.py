@@ -11,6 +11,7 @@ import time
 import pandas as pd
 import torch
 
+from attreval.analysis.conventions import PAPER_KERNEL_REF
 from attreval.smoothing import smooth_maps
 
 COLUMNS = ["model", "setting", "layer", "base", "kind", "label", "noise_level", "passes_per_grid", "seconds_per_grid"]
@@ -34,7 +35,7 @@ def passes(costs: pd.DataFrame) -> pd.Series:
 
 
 def smoothing_vs_smoothgrad(costs: pd.DataFrame, points: pd.DataFrame, smoothing_seconds: dict[tuple, float] | None = None,
-                            *, kernel_ref: int = 129) -> pd.DataFrame:
+                            *, kernel_ref: int = PAPER_KERNEL_REF) -> pd.DataFrame:
     """Per (model, setting, layer, base) where SmoothGrad ran: the base, S-base and each SmoothGrad level.
 
     Args:
@@ -61,5 +62,6 @@ def smoothing_vs_smoothgrad(costs: pd.DataFrame, points: pd.DataFrame, smoothing
             rows.append((model, setting, layer, base, "smoothed", f"S-{base} K={kernel_ref}", float("nan"),
                          b["passes_per_grid"], b["seconds_per_grid"] + extra))
         for _, r in group.sort_values("noise_level").iterrows():
-            rows.append((model, setting, layer, base, "smoothgrad", r["method"], r["noise_level"], r["passes_per_grid"], r["seconds_per_grid"]))
+            rows.append((model, setting, layer, base, "smoothgrad", r["method"], r["noise_level"], r["passes_per_grid"],
+                         r["seconds_per_grid"]))
     return pd.DataFrame(rows, columns=COLUMNS)

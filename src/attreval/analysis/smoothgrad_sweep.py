@@ -14,17 +14,20 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from attreval.analysis.conventions import PAPER_KERNEL_REF, smoothgrad_methods
+
 if TYPE_CHECKING:
     from attreval.config import RunConfig
 
 #: The paper's kernel for the SmoothGrad comparison (K = 129 at 448 px, §6.1).
-KERNEL_REF = 129
+KERNEL_REF = PAPER_KERNEL_REF
 COLUMNS = ["setting", "layer", "base", "role", "method", "noise_level", "median", "count", "best"]
 
 
-def smoothgrad_points(config: "RunConfig | dict[str, Any]") -> pd.DataFrame:
+def smoothgrad_points(config: RunConfig | dict[str, Any]) -> pd.DataFrame:
     """The SmoothGrad instances of a run config (a :class:`~attreval.config.RunConfig`, or ``config.json``
-    as a dict): the registry's ``smoothgrad`` and every variant, resolved by ``config.method_options``.
+    as a dict): the registry's SmoothGrad presets and every variant that is one, resolved by
+    ``config.method_options``.
 
     Returns:
         One row per method name with columns ``method, base, noise_level, num_samples``; ``base`` is the
@@ -36,7 +39,7 @@ def smoothgrad_points(config: "RunConfig | dict[str, Any]") -> pd.DataFrame:
 
     config = config_from_json(config) if isinstance(config, dict) else config
     rows = []
-    for name in ["smoothgrad", *config.variants]:
+    for name in [*smoothgrad_methods(), *config.variants]:
         method, options = config.method_options(name)
         if method not in METHODS:
             continue
@@ -52,7 +55,8 @@ def _medians(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return rows.groupby(keys, sort=False)["score"].agg(median="median", count="size").reset_index()
 
 
-def smoothgrad_sweep(results: pd.DataFrame, config: "RunConfig | dict[str, Any]", model: str, *, kernel_ref: int = KERNEL_REF) -> pd.DataFrame:
+def smoothgrad_sweep(results: pd.DataFrame, config: RunConfig | dict[str, Any], model: str, *,
+                     kernel_ref: int = KERNEL_REF) -> pd.DataFrame:
     """Median localization of each SmoothGrad noise level, with the S-method and the unsmoothed base.
 
     Only (setting, layer) pairs where some SmoothGrad instance was evaluated appear.

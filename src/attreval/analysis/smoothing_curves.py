@@ -1,18 +1,19 @@
 """Median localization versus smoothing kernel (PAPER.md §6.1, the Figure 5 analogue).
 
-For every setting and layer where S-IntGrad / S-IxG (``int_grad`` / ``input_x_grad`` rows with
-``kernel_size > 0``) were evaluated, the median score at each ``kernel_ref`` (the paper's kernel at 448
+For every setting and layer where a method was also scored smoothed (rows with ``kernel_size > 0``:
+S-IntGrad / S-IxG in the paper's runs), the median score at each ``kernel_ref`` (the paper's kernel at 448
 px; 0 = the unsmoothed method, the "Orig" point), with the references the paper draws: final-layer
-Grad-CAM in the same setting and, where present, SmoothGrad at the same layer (§6.3).
+Grad-CAM in the same setting (:func:`~attreval.analysis.conventions.reference_evaluation`) and, where
+present, SmoothGrad at the same layer (§6.3).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
-SMOOTHED_METHODS = ("int_grad", "input_x_grad")
-REFERENCE = ("grad_cam", "final")
+from attreval.analysis.conventions import reference_evaluation, smoothed_methods, smoothgrad_methods
+
 COLUMNS = ["setting", "layer", "method", "role", "kernel_ref", "kernel_size", "median", "q25", "q75", "count"]
 
 
@@ -26,11 +27,14 @@ def smoothing_curves(
     results: pd.DataFrame,
     model: str,
     *,
-    methods: Sequence[str] = SMOOTHED_METHODS,
-    reference: tuple[str, str] = REFERENCE,
-    smoothgrad: str = "smoothgrad",
+    methods: Sequence[str] | None = None,
+    reference: tuple[str, str] | None = None,
+    smoothgrad: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Median scores for the smoothing figure of one model.
+
+    ``methods`` default to those the run smoothed, ``reference`` to the paper's (method, layer) and
+    ``smoothgrad`` to the registered SmoothGrad names.
 
     Returns:
         One row per point with columns ``setting, layer, method, role, kernel_ref, kernel_size, median,
@@ -40,6 +44,9 @@ def smoothing_curves(
         Only (setting, layer) pairs with at least one smoothed row appear; empty when none has.
     """
     rows = results[results["model"] == model]
+    methods = smoothed_methods(rows) if methods is None else methods
+    reference = reference_evaluation() if reference is None else reference
+    smoothgrad = smoothgrad_methods() if smoothgrad is None else smoothgrad
     smoothed = rows[rows["method"].isin(methods) & (rows["kernel_size"] > 0)]
     if smoothed.empty:
         return pd.DataFrame(columns=COLUMNS)
@@ -56,7 +63,7 @@ def smoothing_curves(
         ref = _stats(ref_rows, ["setting", "layer", "method"])
         ref["role"], ref["kernel_ref"], ref["kernel_size"] = "reference", 0, 0
         parts.append(ref)
-    sg_rows = keep[(keep["method"] == smoothgrad) & (keep["kernel_size"] == 0)]
+    sg_rows = keep[keep["method"].isin(smoothgrad) & (keep["kernel_size"] == 0)]
     if not sg_rows.empty:
         sg = _stats(sg_rows, ["setting", "layer", "method"])
         sg["role"], sg["kernel_ref"], sg["kernel_size"] = "smoothgrad", 0, 0
