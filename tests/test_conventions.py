@@ -9,7 +9,6 @@ import pytest
 from attreval import plots
 from attreval.analysis import conventions, correlation, smoothing_curves
 from attreval.methods import METHODS
-from attreval.methods.base import Method
 from attreval.summary import median_stats, median_table
 
 
@@ -46,14 +45,11 @@ def test_smoothed_methods_come_from_the_rows_not_from_names():
 
 
 def test_reference_evaluation_follows_a_declared_class_attribute(monkeypatch):
-    """Until a method class declares `reference_layer`, the paper's Grad-CAM (final); once one does, the
-    registry decides, and two declaring classes are an error rather than a silent pick."""
-    if not any(hasattr(type(m), "reference_layer") for _, m in METHODS.items()):
-        assert conventions.reference_evaluation() == ("grad_cam", "final")
-    monkeypatch.setattr(Method, "reference_layer", "", raising=False)
-    monkeypatch.setattr(type(METHODS.get("layer_cam")), "reference_layer", "middle", raising=False)
-    if type(METHODS.get("grad_cam")).__dict__.get("reference_layer"):
-        monkeypatch.setattr(type(METHODS.get("grad_cam")), "reference_layer", "")
+    """The paper's Grad-CAM (final) is declared on its class; the registry decides, and two declaring
+    classes are an error rather than a silent pick."""
+    assert conventions.reference_evaluation() == ("grad_cam", "final")
+    monkeypatch.setattr(type(METHODS.get("layer_cam")), "reference_layer", "middle")
+    monkeypatch.setattr(type(METHODS.get("grad_cam")), "reference_layer", "")
     assert conventions.reference_evaluation() == ("layer_cam", "middle")
     monkeypatch.setattr(type(METHODS.get("rise")), "reference_layer", "final", raising=False)
     with pytest.raises(ValueError, match="expected one method class declaring a reference_layer"):

@@ -16,10 +16,6 @@ SETTING_ORDER = tuple(SETTINGS.names())
 LAYER_ORDER = ("input", "middle", "final")
 #: The paper's qualitative smoothing kernel (K = 129 at 448 px, §6.1): AggAtt rows, SmoothGrad comparison.
 PAPER_KERNEL_REF = 129
-#: The paper's reference evaluation for the smoothing comparisons (Tables 1–2, Fig. 5), used only while no
-#: method class declares ``reference_layer`` (the registry is the source once one does; see
-#: :func:`reference_evaluation`).
-_REFERENCE_UNTIL_DECLARED = ("grad_cam", "final")
 
 
 def method_display(method: str) -> str:
@@ -62,11 +58,7 @@ def smoothed_methods(results: pd.DataFrame, **where) -> list[str]:
 def reference_evaluation() -> tuple[str, str]:
     """``(method, layer)`` the smoothed methods are compared with (PAPER.md §6.2: Grad-CAM at the final
     layer): the registered method whose class declares a non-empty ``reference_layer``."""
-    declared = [(name, getattr(type(m), "reference_layer", "")) for name, m in METHODS.items()
-                if hasattr(type(m), "reference_layer")]
-    chosen = [(name, layer) for name, layer in declared if layer]
-    if not declared:
-        return _REFERENCE_UNTIL_DECLARED
+    chosen = [(name, type(m).reference_layer) for name, m in METHODS.items() if getattr(type(m), "reference_layer", "")]
     if len(chosen) != 1:
         raise ValueError(f"expected one method class declaring a reference_layer, got {chosen}")
     return chosen[0]

@@ -11,8 +11,9 @@ method belongs to the method; taking the positive part belongs to the metric.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -91,12 +92,15 @@ class Method:
         stochastic: whether the method draws random numbers (it then has a ``seed`` field).
         test_preset: field values that make the method cheap enough for the generated contract tests
             (fewer samples or steps); they must not change what the tests check.
+        reference_layer: non-empty on the one method the paper compares smoothed maps with, at that layer
+            (Grad-CAM at the final layer, PAPER.md §6.2: Tables 1–2, Fig. 5).
     """
 
     display: ClassVar[str] = "?"
     family: ClassVar[str] = "custom"
     stochastic: ClassVar[bool] = False
     test_preset: ClassVar[dict[str, Any]] = {}
+    reference_layer: ClassVar[str] = ""
 
     def __call__(self, task: Task) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -41,6 +42,7 @@ class GradCAM(Method):
 
     display = "Grad-CAM"
     family = "activation"
+    reference_layer: ClassVar[str] = "final"  # the paper's reference for the smoothing comparisons (§6.2)
 
     def __call__(self, task: Task) -> Tensor:
         grads, _ = input_gradients(task)
