@@ -47,13 +47,15 @@ class Patch:
     Attributes:
         base: ``(B, C, H, W)`` the clean activations (shared, never modified).
         values: ``(B, P, C, h, w)`` the patched values on each window's rectangle.
-        top, left: ``(P,)`` long, the rectangle's first row and column (inside the map).
+        top, left: ``(P,)`` long, the rectangle's first row and column (inside the map, unless ``overhangs``).
+        overhangs: the rectangles may reach outside the map (only ever read, never propagated).
     """
 
     base: Tensor
     values: Tensor
     top: Tensor
     left: Tensor
+    overhangs: bool = False
 
     @property
     def size(self) -> tuple[int, int]:
@@ -66,7 +68,7 @@ class Patch:
     @property
     def full(self) -> bool:
         """Whether the rectangle is the whole map (then every window's offset is 0)."""
-        return self.size == tuple(self.base.shape[-2:])
+        return self.size == tuple(self.base.shape[-2:]) and not self.overhangs
 
     def dense(self) -> Tensor:
         """The patched tensors ``(B·P, C, H, W)``."""
@@ -213,8 +215,43 @@ class WindowRule(Rule):
 
 
 class ConvRule(WindowRule):
+    """``Conv2d``. Where the changed input is small next to the output rectangle it reaches (a large kernel whose
+    cone covers the whole output, e.g. VGG's 7×7 sliding classifier in GridPG), the change is propagated
+    linearly instead: ``conv(patched) = conv(clean) + conv(patched − clean)``, the second term a transposed
+    convolution of the ``h × w`` difference (``h·w·k²`` products per channel pair instead of the output
+    rectangle's ``Lo_h·Lo_w·k²``)."""
+
+    delta_share = 0.6  # use the linear update when the changed input is at most this share of the output rectangle
+
     def __init__(self, module: nn.Conv2d):
         super().__init__(module, module.kernel_size, module.stride, module.padding, module.dilation)
+
+    def patch(self, cache: Tensor, value: Value) -> Value:
+        m = self.module
+        linear = m.stride == (1, 1) and m.dilation == (1, 1) and m.groups == 1 and self.kernel[0] * self.kernel[1] > 1
+        if linear and isinstance(value, Patch):
+            out_h = min(value.size[0] + self.kernel[0] - 1, cache.shape[-2])
+            out_w = min(value.size[1] + self.kernel[1] - 1, cache.shape[-1])
+            if value.size[0] * value.size[1] <= self.delta_share * out_h * out_w:
+                return self.delta(cache, value)
+        return super().patch(cache, value)
+
+    def delta(self, cache: Tensor, value: Value) -> Patch:
+        m, (h, w), (kh, kw) = self.module, value.size, self.kernel
+        rows = value.top[:, None] + torch.arange(h, device=value.top.device)
+        cols = value.left[:, None] + torch.arange(w, device=value.top.device)
+        diff = (value.values - gather(value.base, rows, cols)[0]).flatten(0, 1)  # (B·P, Cin, h, w)
+        spread = F.conv_transpose2d(diff, m.weight.flip(2, 3).transpose(0, 1))  # (B·P, Cout, h+kh−1, w+kw−1)
+        # its first row/column is output position top + padding − (k − 1) (may lie outside the output map)
+        top = value.top + self.padding[0] - (kh - 1)
+        left = value.left + self.padding[1] - (kw - 1)
+        rows = top[:, None] + torch.arange(spread.shape[-2], device=top.device)
+        cols = left[:, None] + torch.arange(spread.shape[-1], device=top.device)
+        raw = Patch(cache, gather(cache, rows, cols)[0] + spread.unflatten(0, value.values.shape[:2]), top, left, overhangs=True)
+        out_h, out_w = min(spread.shape[-2], cache.shape[-2]), min(spread.shape[-1], cache.shape[-1])
+        start_h = top.clamp(min=0).clamp(max=cache.shape[-2] - out_h)
+        start_w = left.clamp(min=0).clamp(max=cache.shape[-1] - out_w)
+        return Patch(cache, read(raw, start_h, start_w, (out_h, out_w), 0.0), start_h, start_w)
 
     def apply(self, x: Tensor) -> Tensor:
         m = self.module
