@@ -171,9 +171,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = [bench_model(m, args.windows, args.chunk, not args.no_captum, args.seed) for m in args.models.split(",")]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
-    print(table(results))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}", flush=True)
+    results = []
+    for name in args.models.split(","):
+        results.append(bench_model(name, args.windows, args.chunk, not args.no_captum, args.seed))
+        print(table(results[-1:]), flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
