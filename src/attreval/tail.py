@@ -8,6 +8,8 @@ ask it what it can do, never which setting made it:
   that is cheaper than the full call (DiFull: one cell's block instead of all heads);
 * ``tail.regions(size)``: ``(H, h, w)`` bool, the positions each head can depend on, or ``None`` (all);
 * ``tail.whole()``: the same heads from the image (Score-CAM masks the image at every layer);
+* ``tail.occluder(x)``: an :class:`Occluder`, the logits of ``x`` with each of many windows zeroed (Occlusion);
+  a tail that knows its modules recomputes only each window's receptive-field cone (:mod:`attreval.cone`);
 * ``tail.modules``: every module the tail runs, for hooks scoped to it (:func:`module_hooks`).
 """
 from __future__ import annotations
@@ -47,6 +49,42 @@ class Tail:
     def whole(self) -> "Tail":
         """The same heads from the input image."""
         raise ValueError(f"expected a tail that can run from the image, got a {type(self).__name__}")
+
+    def occluder(self, x: Tensor) -> "Occluder":
+        """The logits of ``x (B, C, h, w)`` with windows zeroed (:class:`Occluder`); this default runs the
+        materialised copies through the tail, one full pass each."""
+        return Occluder(self, x)
+
+
+def occluded_copies(x: Tensor, boxes: Tensor) -> Tensor:
+    """Copies of ``x (B, C, h, w)`` with window ``boxes[k] = (top, bottom, left, right)`` (half-open) set to 0:
+    ``(B, P, C, h, w)``."""
+    boxes = boxes.to(x.device)
+    rows = torch.arange(x.shape[-2], device=x.device)
+    cols = torch.arange(x.shape[-1], device=x.device)
+    inside = ((rows >= boxes[:, :1]) & (rows < boxes[:, 1:2]))[:, :, None] & ((cols >= boxes[:, 2:3]) & (cols < boxes[:, 3:]))[:, None, :]
+    return torch.where(inside[None, :, None], torch.zeros((), dtype=x.dtype, device=x.device), x[:, None])
+
+
+class Occluder:
+    """The logits of one input with each of many windows zeroed, for one tail (made by :meth:`Tail.occluder`).
+
+    ``occluder(boxes)``: ``boxes (P, 4)`` long ``(top, bottom, left, right)`` half-open windows of the map →
+    ``(B, P, H, K)``, the tail's logits of every example with window p set to 0; ``occluder(boxes, index)``:
+    ``index (P,)`` a position in ``heads`` per window → ``(B, P, K)``, window p through head ``index[p]`` only
+    (:meth:`Tail.rows`). This base class materialises the copies and runs them through the tail; subclasses
+    compute the same logits with less work and may keep a cache of the clean input (one occluder per input).
+    """
+
+    def __init__(self, tail: Tail, x: Tensor):
+        self.tail, self.x = tail, x
+
+    def __call__(self, boxes: Tensor, index: Tensor | None = None) -> Tensor:
+        b, p = self.x.shape[0], boxes.shape[0]
+        copies = occluded_copies(self.x, boxes).flatten(0, 1)
+        if index is None:
+            return self.tail(copies).unflatten(0, (b, p))
+        return self.tail.rows(copies, index.to(copies.device).repeat(b)).unflatten(0, (b, p))
 
 
 class FunctionTail(Tail):

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from attreval.methods.base import Method, Task, check_classes, chunks, perturbed_targets, register
+from attreval.methods.base import Method, Task, check_classes, chunks, perturbed_targets, pick_targets, register
 
 logger = logging.getLogger(__name__)
 
@@ -127,26 +127,38 @@ class Occlusion(Method):
         return torch.einsum("bpqt,ph,qw->bthw", delta, rows, cols)
 
 
-def occluded(x: Tensor, rows: Tensor, cols: Tensor, windows: Tensor) -> Tensor:
-    """Copies of ``x (B, C, h, w)`` with window ``windows[k]`` (index into the ``Pr × Pc`` grid of row masks
-    ``rows (Pr, h)`` and column masks ``cols (Pc, w)``) set to 0: ``(B, len(windows), C, h, w)``."""
-    patch = rows[windows // cols.shape[0], :, None] & cols[windows % cols.shape[0], None, :]  # (p, h, w)
-    return torch.where(patch[None, :, None], torch.zeros((), dtype=x.dtype, device=x.device), x[:, None])
+def window_boxes(rows: Tensor, cols: Tensor) -> Tensor:
+    """``(Pr·Pc, 4)`` long ``(top, bottom, left, right)`` of every window, row-major over the ``Pr × Pc`` grid of
+    row masks ``rows (Pr, h)`` and column masks ``cols (Pc, w)`` (each one interval)."""
+    def bounds(masks: Tensor) -> Tensor:
+        start = masks.int().argmax(1)  # the first position of each interval
+        return torch.stack([start, start + masks.sum(1)], 1)
+
+    r, c = bounds(rows), bounds(cols)
+    return torch.cat([r.repeat_interleave(c.shape[0], 0), c.repeat(r.shape[0], 1)], 1)
 
 
 def window_drops(task: Task, rows: Tensor, cols: Tensor) -> Tensor:
-    """``y_c(x) − y_c(x with window p zeroed)`` for every window and target: ``(B, Pr·Pc, T)``."""
+    """``y_c(x) − y_c(x with window p zeroed)`` for every window and target: ``(B, Pr·Pc, T)``.
+
+    The occluded logits come from ``task.tail.occluder`` (a setting's tail recomputes only each window's
+    receptive-field cone), ~``task.chunk_size`` windows·examples per call."""
     x = task.inputs
-    windows = lambda part: occluded(x, rows, cols, torch.arange(part.start, part.stop, device=x.device))
+    boxes = window_boxes(rows, cols)
     clean = perturbed_targets(task, lambda part: x[:, None], 1)  # (B, 1, T)
-    return clean - perturbed_targets(task, windows, rows.shape[0] * cols.shape[0])
+    occluder = task.tail.occluder(x)
+    drops = []
+    with torch.no_grad():
+        for part in chunks(boxes.shape[0], max(1, task.chunk_size // task.batch)):
+            drops.append(clean - pick_targets(occluder(boxes[part]), task.heads, task.classes).float())
+    return torch.cat(drops, dim=1)
 
 
 def window_drops_per_head(task: Task, rows: Tensor, cols: Tensor, regions: Tensor) -> Tensor:
     """:func:`window_drops` for a task whose heads see only their ``regions (H, h, w)`` (DiFull's tail).
 
     A window outside head u's region leaves u's logits unchanged, so its drop is exactly 0 and it is not
-    run; a window inside is run through head u alone (``task.tail.rows``). Same maps as running every
+    run; a window inside is run through head u alone (the occluder's ``index``). Same maps as running every
     window through every head, in far fewer block passes (2×2 grid, corner heads: ~1/4).
     """
     x, b, t = task.inputs, task.batch, task.num_targets
@@ -154,15 +166,16 @@ def window_drops_per_head(task: Task, rows: Tensor, cols: Tensor, regions: Tenso
     regions = regions.float()
     hits = torch.einsum("ph,qw,uhw->pqu", rows.float(), cols.float(), regions) > 0  # window overlaps head u
     index, head = hits.flatten(0, 1).nonzero(as_tuple=True)  # (window, head) pairs to run
+    boxes = window_boxes(rows, cols)
     drops = torch.zeros((b, rows.shape[0] * cols.shape[0], t), device=x.device)
     with torch.no_grad():
         clean = torch.stack([task.tail.rows(x, torch.full((b,), u, device=x.device)) for u in range(regions.shape[0])])
         check_classes(classes, clean.shape[-1])
         clean = clean[heads].gather(2, classes.T[..., None])[..., 0].T.float()  # (B, T)
+        occluder = task.tail.occluder(x)
         for part in chunks(index.numel(), max(1, task.chunk_size // b)):
             windows, own = index[part], head[part]
-            out = task.tail.rows(occluded(x, rows, cols, windows).flatten(0, 1), own.repeat(b))
-            out = out.unflatten(0, (b, -1)).float()  # (B, q, K)
+            out = occluder(boxes[windows], own).float()  # (B, q, K)
             for column in range(t):
                 hit = own == heads[column]
                 picked = out[:, hit].gather(2, classes[:, column, None, None].expand(-1, int(hit.sum()), 1))[..., 0]

@@ -1,0 +1,417 @@
+"""Receptive-field cones: the logits of many occluded copies of one input, recomputing only what changes.
+
+Zeroing a window of a layer's input changes, at every later layer, only the positions whose receptive field
+meets the window (its *cone*); everything else equals the clean forward. :class:`ConePlan` computes the clean
+forward once, keeps every intermediate activation, and for a batch of P windows recomputes, module by
+module, only a rectangle per window that contains the cone (Krypton's incremental view maintenance,
+Nakandala et al., SIGMOD 2019). The results are the full computation's up to float rounding (a convolution
+summed over a sub-window instead of the whole map), not an approximation.
+
+A changed region is a :class:`Patch`: the clean activations ``base (B, C, H, W)`` of B examples and, for each
+of P windows, the values on a rectangle of one size ``h × w`` for all windows at per-window offsets
+``top, left (P,)``, kept inside the map (at a border the rectangle shifts inward: recomputing a few unchanged
+positions is exact and harmless). :func:`read` is the one primitive every rule uses: the patched tensor on
+any rectangle, with the module's padding value outside the map.
+
+Rules (:func:`compile_module`):
+
+* ``Conv2d`` (zero padding, any kernel/stride/dilation/groups), ``MaxPool2d`` (padding value −inf),
+  ``AvgPool2d`` (zero padding counted, or none): the output rectangle from the input's, computed by the same
+  operator without padding on the patched input read around it;
+* ``BatchNorm2d`` in eval mode, pointwise activations, ``Identity``, dropout in eval mode: same rectangle;
+* ``nn.Sequential``: the chain; torchvision ``BasicBlock`` / ``Bottleneck``: main branch and shortcut
+  (``downsample`` or identity), read on the union of their rectangles, added, ReLU;
+* anything else (a timm block, an fx ``GraphModule``, pooling + classifier): the patched tensor is
+  materialised ``(B·P, C, H, W)`` and the module runs in full on it (correct, only slower); every later module
+  then runs in full too (:class:`Dense`).
+
+Nothing here mutates a module, the caller's tensors or the cache (activations are never passed to an
+in-place operation), and no hooks are registered.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence, Union
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+
+@dataclass(frozen=True)
+class Patch:
+    """B examples × P windows of a ``(C, H, W)`` map, equal to ``base`` outside one rectangle per window.
+
+    Attributes:
+        base: ``(B, C, H, W)`` the clean activations (shared, never modified).
+        values: ``(B, P, C, h, w)`` the patched values on each window's rectangle.
+        top, left: ``(P,)`` long, the rectangle's first row and column (inside the map, unless ``overhangs``).
+        overhangs: the rectangles may reach outside the map (only ever read, never propagated).
+    """
+
+    base: Tensor
+    values: Tensor
+    top: Tensor
+    left: Tensor
+    overhangs: bool = False
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.values.shape[-2], self.values.shape[-1]
+
+    @property
+    def windows(self) -> int:
+        return self.values.shape[1]
+
+    @property
+    def full(self) -> bool:
+        """Whether the rectangle is the whole map (then every window's offset is 0)."""
+        return self.size == tuple(self.base.shape[-2:]) and not self.overhangs
+
+    def dense(self) -> Tensor:
+        """The patched tensors ``(B·P, C, H, W)``."""
+        if self.full:
+            return self.values.flatten(0, 1)
+        zero = torch.zeros_like(self.top)
+        return read(self, zero, zero, tuple(self.base.shape[-2:]), 0.0).flatten(0, 1)
+
+
+@dataclass(frozen=True)
+class Dense:
+    """B examples × P windows materialised in full: ``values (B·P, …)`` (after a module without a rule)."""
+
+    values: Tensor
+    windows: int
+
+    def dense(self) -> Tensor:
+        return self.values
+
+
+Value = Union[Patch, Dense]
+
+
+def read(patch: Patch, top: Tensor, left: Tensor, size: tuple[int, int], pad: float) -> Tensor:
+    """The patched tensor on rectangle ``[top, top+sh) × [left, left+sw)`` of every window: ``(B, P, C, sh, sw)``.
+
+    ``top, left (P,)`` may reach outside the map; those positions read ``pad`` (the next operator's padding
+    value). Inside the map a position reads the window's patched value if it lies in the patch's rectangle,
+    else the clean ``base``: two index gathers and two selects, no loop over windows.
+    """
+    base, values = patch.base, patch.values
+    b, c, height, width = base.shape
+    p, (h, w), (sh, sw) = patch.windows, patch.size, size
+    rows = top[:, None] + torch.arange(sh, device=top.device)  # (P, sh)
+    cols = left[:, None] + torch.arange(sw, device=top.device)  # (P, sw)
+    if patch.full:
+        # the patch is the whole map: pad it once and take each window's rectangle
+        if bool((top == top[0]).all()) and bool((left == left[0]).all()):
+            t, l_ = int(top[0]), int(left[0])
+            margin = (max(-l_, 0), max(l_ + sw - width, 0), max(-t, 0), max(t + sh - height, 0))
+            padded = F.pad(values.flatten(0, 1), margin, value=pad) if any(margin) else values.flatten(0, 1)
+            y0, x0 = t + margin[2], l_ + margin[0]
+            return padded[..., y0:y0 + sh, x0:x0 + sw].unflatten(0, (b, p))
+    clean, inside = gather(base, rows, cols)
+    r = rows - patch.top[:, None]
+    q = cols - patch.left[:, None]
+    in_patch = ((r >= 0) & (r < h))[:, :, None] & ((q >= 0) & (q < w))[:, None, :]  # (P, sh, sw)
+    local = (r.clamp(0, h - 1)[:, :, None] * w + q.clamp(0, w - 1)[:, None, :]).reshape(1, p, 1, sh * sw)
+    patched = values.flatten(3).gather(3, local.expand(b, p, c, sh * sw)).view(b, p, c, sh, sw)
+    out = torch.where(in_patch[None, :, None], patched, clean)
+    if inside is not None:
+        out = torch.where(inside[None, :, None], out, torch.full((), pad, dtype=out.dtype, device=out.device))
+    return out
+
+
+def gather(base: Tensor, rows: Tensor, cols: Tensor) -> tuple[Tensor, Tensor | None]:
+    """``base (B, C, H, W)`` at rows ``(P, sh)`` × cols ``(P, sw)`` of each window: ``(B, P, C, sh, sw)``
+    (out-of-map positions clamped to the border), and the ``(P, sh, sw)`` in-map mask (``None``: all inside)."""
+    b, c, height, width = base.shape
+    p, sh, sw = rows.shape[0], rows.shape[1], cols.shape[1]
+    flat = (rows.clamp(0, height - 1)[:, :, None] * width + cols.clamp(0, width - 1)[:, None, :]).reshape(-1)
+    clean = base.flatten(2).index_select(2, flat).view(b, c, p, sh, sw).transpose(1, 2)
+    in_rows = (rows >= 0) & (rows < height)
+    in_cols = (cols >= 0) & (cols < width)
+    inside = in_rows[:, :, None] & in_cols[:, None, :]
+    return clean, (None if bool(inside.all()) else inside)
+
+
+def occluded_patch(x: Tensor, boxes: Tensor) -> Patch:
+    """``x (B, C, H, W)`` with window ``boxes[k] = (top, bottom, left, right)`` (half-open, inside the map) set to 0."""
+    height, width = x.shape[-2:]
+    boxes = boxes.to(device=x.device, dtype=torch.long)
+    h = min(max(int((boxes[:, 1] - boxes[:, 0]).max()), 1), height)
+    w = min(max(int((boxes[:, 3] - boxes[:, 2]).max()), 1), width)
+    top = boxes[:, 0].clamp(0, height - h)
+    left = boxes[:, 2].clamp(0, width - w)
+    rows = top[:, None] + torch.arange(h, device=x.device)
+    cols = left[:, None] + torch.arange(w, device=x.device)
+    values = gather(x, rows, cols)[0]
+    hit = ((rows >= boxes[:, :1]) & (rows < boxes[:, 1:2]))[:, :, None] & ((cols >= boxes[:, 2:3]) & (cols < boxes[:, 3:]))[:, None, :]
+    values = torch.where(hit[None, :, None], torch.zeros((), dtype=x.dtype, device=x.device), values)
+    return Patch(x, values, top, left)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rules. ``clean(a)`` returns the clean output and what ``patch`` needs later (the cache); ``patch(cache, v)``
+# maps a Patch/Dense input to the output's.
+
+
+class Rule:
+    """How one module maps a changed region; the base rule runs the module in full (the fallback)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def clean(self, a: Tensor) -> tuple[Tensor, object]:
+        out = self.module(a)
+        return out, out
+
+    def patch(self, cache: object, value: Value) -> Value:
+        return Dense(self.module(value.dense()), value.windows)
+
+    def full_rules(self) -> list["Rule"]:
+        """The rules that ran their module in full (for tests and diagnostics)."""
+        return [self] if type(self) is Rule else []
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+class WindowRule(Rule):
+    """A sliding-window operator (convolution, pooling) with integer padding: output rectangles from inputs."""
+
+    pad_value = 0.0
+
+    def __init__(self, module: nn.Module, kernel, stride, padding, dilation=1):
+        super().__init__(module)
+        self.kernel, self.stride = _pair(kernel), _pair(stride)
+        self.padding, self.dilation = _pair(padding), _pair(dilation)
+
+    def apply(self, x: Tensor) -> Tensor:  # the operator without padding on ``(N, C, h, w)``
+        raise NotImplementedError
+
+    def patch(self, cache: Tensor, value: Value) -> Value:
+        if not isinstance(value, Patch):
+            return super().patch(cache, value)
+        starts, sizes, reads = [], [], []
+        for axis in (0, 1):
+            k, s, p, d = self.kernel[axis], self.stride[axis], self.padding[axis], self.dilation[axis]
+            first = value.top if axis == 0 else value.left
+            length, out_size = value.size[axis], cache.shape[-2 + axis]
+            reach = d * (k - 1)
+            # outputs o whose taps o·s − p + d·j (j < k) meet [first, first + length): at most ⌈(length + reach)/s⌉
+            size = min(math.ceil((length + reach) / s), out_size)
+            lo = torch.div(first + p - reach + s - 1, s, rounding_mode="floor")
+            start = lo.clamp(min=0).clamp(max=out_size - size)
+            starts.append(start)
+            sizes.append(size)
+            reads.append((start * s - p, (size - 1) * s + reach + 1))
+        x = read(value, reads[0][0], reads[1][0], (reads[0][1], reads[1][1]), self.pad_value)
+        out = self.apply(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+        return Patch(cache, out, starts[0], starts[1])
+
+
+class ConvRule(WindowRule):
+    """``Conv2d``. Where the changed input is small next to the output rectangle it reaches (a large kernel whose
+    cone covers the whole output, e.g. VGG's 7×7 sliding classifier in GridPG), the change is propagated
+    linearly instead: ``conv(patched) = conv(clean) + conv(patched − clean)``, the second term a transposed
+    convolution of the ``h × w`` difference (``h·w·k²`` products per channel pair instead of the output
+    rectangle's ``Lo_h·Lo_w·k²``)."""
+
+    delta_share = 0.6  # use the linear update when the changed input is at most this share of the output rectangle
+
+    def __init__(self, module: nn.Conv2d):
+        super().__init__(module, module.kernel_size, module.stride, module.padding, module.dilation)
+
+    def patch(self, cache: Tensor, value: Value) -> Value:
+        m = self.module
+        linear = m.stride == (1, 1) and m.dilation == (1, 1) and m.groups == 1 and self.kernel[0] * self.kernel[1] > 1
+        if linear and isinstance(value, Patch):
+            out_h = min(value.size[0] + self.kernel[0] - 1, cache.shape[-2])
+            out_w = min(value.size[1] + self.kernel[1] - 1, cache.shape[-1])
+            if value.size[0] * value.size[1] <= self.delta_share * out_h * out_w:
+                return self.delta(cache, value)
+        return super().patch(cache, value)
+
+    def delta(self, cache: Tensor, value: Value) -> Patch:
+        m, (h, w), (kh, kw) = self.module, value.size, self.kernel
+        rows = value.top[:, None] + torch.arange(h, device=value.top.device)
+        cols = value.left[:, None] + torch.arange(w, device=value.top.device)
+        diff = (value.values - gather(value.base, rows, cols)[0]).flatten(0, 1)  # (B·P, Cin, h, w)
+        spread = F.conv_transpose2d(diff, m.weight.flip(2, 3).transpose(0, 1))  # (B·P, Cout, h+kh−1, w+kw−1)
+        # its first row/column is output position top + padding − (k − 1) (may lie outside the output map)
+        top = value.top + self.padding[0] - (kh - 1)
+        left = value.left + self.padding[1] - (kw - 1)
+        rows = top[:, None] + torch.arange(spread.shape[-2], device=top.device)
+        cols = left[:, None] + torch.arange(spread.shape[-1], device=top.device)
+        raw = Patch(cache, gather(cache, rows, cols)[0] + spread.unflatten(0, value.values.shape[:2]), top, left, overhangs=True)
+        out_h, out_w = min(spread.shape[-2], cache.shape[-2]), min(spread.shape[-1], cache.shape[-1])
+        start_h = top.clamp(min=0).clamp(max=cache.shape[-2] - out_h)
+        start_w = left.clamp(min=0).clamp(max=cache.shape[-1] - out_w)
+        return Patch(cache, read(raw, start_h, start_w, (out_h, out_w), 0.0), start_h, start_w)
+
+    def apply(self, x: Tensor) -> Tensor:
+        m = self.module
+        return F.conv2d(x, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
+
+
+class MaxPoolRule(WindowRule):
+    pad_value = float("-inf")
+
+    def __init__(self, module: nn.MaxPool2d):
+        super().__init__(module, module.kernel_size, module.stride or module.kernel_size, module.padding, module.dilation)
+
+    def apply(self, x: Tensor) -> Tensor:
+        return F.max_pool2d(x, self.kernel, self.stride, 0, self.dilation)
+
+
+class AvgPoolRule(WindowRule):
+    def __init__(self, module: nn.AvgPool2d):
+        super().__init__(module, module.kernel_size, module.stride or module.kernel_size, module.padding)
+
+    def apply(self, x: Tensor) -> Tensor:
+        return F.avg_pool2d(x, self.kernel, self.stride, 0, divisor_override=self.module.divisor_override)
+
+
+class PointwiseRule(Rule):
+    """A module acting on every position alone: the rectangle is unchanged."""
+
+    def run(self, x: Tensor) -> Tensor:
+        if isinstance(self.module, nn.ReLU):
+            return F.relu(x)  # never the module's in-place variant: x may be cached
+        if getattr(self.module, "inplace", False):
+            x = x.clone()
+        return self.module(x)
+
+    def clean(self, a: Tensor) -> tuple[Tensor, object]:
+        out = self.run(a)
+        return out, out
+
+    def patch(self, cache: Tensor, value: Value) -> Value:
+        if not isinstance(value, Patch):
+            return Dense(self.run(value.dense()), value.windows)
+        out = self.run(value.values.flatten(0, 1)).unflatten(0, value.values.shape[:2])
+        return Patch(cache, out, value.top, value.left)
+
+
+class ChainRule(Rule):
+    """``nn.Sequential``: the rules of its children in order."""
+
+    def __init__(self, module: nn.Module, rules: Sequence[Rule]):
+        super().__init__(module)
+        self.rules = list(rules)
+
+    def clean(self, a: Tensor) -> tuple[Tensor, object]:
+        caches = []
+        for rule in self.rules:
+            a, cache = rule.clean(a)
+            caches.append(cache)
+        return a, caches
+
+    def patch(self, cache: list, value: Value) -> Value:
+        for rule, sub in zip(self.rules, cache):
+            value = rule.patch(sub, value)
+        return value
+
+    def full_rules(self) -> list[Rule]:
+        return [r for rule in self.rules for r in rule.full_rules()]
+
+
+class ResidualRule(Rule):
+    """torchvision ``BasicBlock`` / ``Bottleneck``: ``relu(main(x) + shortcut(x))``, decomposed."""
+
+    def __init__(self, module: nn.Module):
+        super().__init__(module)
+        m = module
+        convs = ["conv1", "bn1", "relu", "conv2", "bn2"] + (["relu", "conv3", "bn3"] if isinstance(m, Bottleneck) else [])
+        self.main = ChainRule(m, [compile_module(getattr(m, name)) for name in convs])
+        self.shortcut = compile_module(m.downsample) if m.downsample is not None else None
+
+    def clean(self, a: Tensor) -> tuple[Tensor, object]:
+        main, main_cache = self.main.clean(a)
+        if self.shortcut is None:
+            short, short_cache = a, a
+        else:
+            short, short_cache = self.shortcut.clean(a)
+        total = main + short
+        out = F.relu(total)
+        return out, (main_cache, short_cache, main, short, out)
+
+    def patch(self, cache: tuple, value: Value) -> Value:
+        main_cache, short_cache, main_clean, short_clean, out_clean = cache
+        main = self.main.patch(main_cache, value)
+        short = value if self.shortcut is None else self.shortcut.patch(short_cache, value)
+        if not (isinstance(main, Patch) and isinstance(short, Patch)):
+            return Dense(F.relu(main.dense() + short.dense()), value.windows)
+        starts, sizes = [], []
+        for axis in (0, 1):
+            a0 = main.top if axis == 0 else main.left
+            b0 = short.top if axis == 0 else short.left
+            lo = torch.minimum(a0, b0)
+            hi = torch.maximum(a0 + main.size[axis], b0 + short.size[axis])
+            out_size = out_clean.shape[-2 + axis]
+            size = min(int((hi - lo).max()), out_size)
+            starts.append(lo.clamp(max=out_size - size))
+            sizes.append(size)
+        total = read(main, starts[0], starts[1], tuple(sizes), 0.0) + read(short, starts[0], starts[1], tuple(sizes), 0.0)
+        return Patch(out_clean, F.relu(total), starts[0], starts[1])
+
+    def full_rules(self) -> list[Rule]:
+        return self.main.full_rules() + (self.shortcut.full_rules() if self.shortcut is not None else [])
+
+
+POINTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
+             nn.Hardsigmoid, nn.Mish, nn.Identity, nn.LocalResponseNorm)
+DROPOUT = (nn.Dropout, nn.Dropout2d, nn.AlphaDropout)
+
+
+def compile_module(module: nn.Module) -> Rule:
+    """The rule of ``module``: a known type's, else the full-computation fallback (see the module docstring)."""
+    kind = type(module)
+    if kind is nn.Conv2d and module.padding_mode == "zeros" and not isinstance(module.padding, str):
+        return ConvRule(module)
+    if kind is nn.MaxPool2d and not module.ceil_mode and not module.return_indices:
+        return MaxPoolRule(module)
+    if kind is nn.AvgPool2d and not module.ceil_mode and (module.count_include_pad or not any(_pair(module.padding))):
+        return AvgPoolRule(module)
+    if kind is nn.BatchNorm2d and not module.training and module.running_mean is not None:
+        return PointwiseRule(module)
+    if isinstance(module, POINTWISE) or (isinstance(module, DROPOUT) and not module.training):
+        return PointwiseRule(module)
+    if kind is nn.Sequential:
+        return ChainRule(module, [compile_module(child) for child in module])
+    if kind in (BasicBlock, Bottleneck):
+        return ResidualRule(module)
+    return Rule(module)
+
+
+class ConePlan:
+    """The cone engine over a chain of modules (a tail's stages, optionally its head).
+
+    Args:
+        modules: applied in order to ``(B, C, H, W)`` activations.
+
+    ``prepare(x)`` runs the clean forward once and returns its cache; ``occluded(cache, x, boxes)`` gives the
+    output of the chain on every example with each window zeroed, ``(B·P, …)`` example-major (the same as
+    running the chain on the materialised copies).
+    """
+
+    def __init__(self, modules: Sequence[nn.Module]):
+        self.rule = ChainRule(nn.Identity(), [compile_module(m) for m in modules])
+
+    @property
+    def fallbacks(self) -> list[nn.Module]:
+        """Modules without a rule, which run in full on the materialised patched tensor."""
+        return [rule.module for rule in self.rule.full_rules()]
+
+    def prepare(self, x: Tensor) -> object:
+        with torch.no_grad():
+            return self.rule.clean(x)[1]
+
+    def occluded(self, cache: object, x: Tensor, boxes: Tensor) -> Tensor:
+        """``(B·P, …)``: the chain's output for ``x (B, C, H, W)`` with ``boxes (P, 4)`` (see :func:`occluded_patch`)."""
+        with torch.no_grad():
+            return self.rule.patch(cache, occluded_patch(x, boxes)).dense()
