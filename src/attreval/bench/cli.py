@@ -81,6 +81,10 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, default=64, help="most inputs per forward pass (also the largest batch timed for the limit)")
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="override a preset, e.g. rise.num_masks=200")
     p.add_argument("--no-reference", action="store_true", help="skip the reference pass pattern")
+    p.add_argument("--peers", nargs="?", const="all", default=None, metavar="PEER,…",
+                   help="instead of the units: time and compare the methods other libraries share with attreval "
+                        "(captum, zennit, torchcam, pytorch_grad_cam, or all), GridPG, CAMs at the final layer; writes peers.md/json")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default="bench", help="directory for bench.md and bench.json")
 
 
@@ -111,11 +115,22 @@ def _bench(args: argparse.Namespace, device: torch.device) -> int:
     for flag, value in (("--grids", args.grids), ("--cell", args.cell), ("-n", args.n), ("--chunk-size", args.chunk_size)):
         if value < 1:
             raise ValueError(f"expected a positive integer for {flag}, got {value}")
+    if args.threads < 0:
+        raise ValueError(f"expected --threads ≥ 0 (0: torch's default), got {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = load_for_timing(args.model, args.weights, args.num_classes).to(device)
     images, labels = random_grids(model, args.n, args.cell, args.grids, 0, device)
     names = METHODS.names() if args.methods == "all" else args.methods.split(",")
     options = parse_options(args.option)
     out = Path(args.out)
+    meta = {"model": args.model, "cell": args.cell, "n": args.n, "grids": args.grids, "device": str(device),
+            "device_name": device_name(device),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "chunk_size": args.chunk_size}
+    if args.peers is not None:
+        from attreval.bench.peers.cli import run_peers
+
+        return run_peers(args.peers, model, images, labels, args.n, names, options, args.chunk_size, meta, out)
     out.mkdir(parents=True, exist_ok=True)
     rows, rates = [], {}
     for setting in args.settings.split(","):
@@ -126,9 +141,6 @@ def _bench(args: argparse.Namespace, device: torch.device) -> int:
                 log.info("%s", row)
                 rows.append(row)
                 (out / "partial.json").write_text(json.dumps(rows))  # survives a timeout
-    meta = {"model": args.model, "cell": args.cell, "n": args.n, "grids": args.grids, "device": str(device),
-            "device_name": device_name(device),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "chunk_size": args.chunk_size}
     (out / "bench.json").write_text(json.dumps({"meta": meta, "summary": summary(rows), "rows": rows}, indent=2))
     text = f"{meta}\n\n{method_markdown(rows)}\n\n{markdown(rows)}\n\n{json.dumps(summary(rows), indent=2)}\n"
     (out / "bench.md").write_text(text)
