@@ -18,16 +18,16 @@ pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.fil
 SIDES = {"resnet": 64, "vgg": 32}
 
 
-def _case(kind):
-    model = tiny_model(kind)
-    images = torch.randn(2, 3, SIDES[kind], SIDES[kind], generator=torch.Generator().manual_seed(1))
+def _case(kind, side=None):
+    model, side = tiny_model(kind), side or SIDES[kind]
+    images = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():  # GridPG's outputs' most likely classes: CAMs that are not all zero
         top = PeerNet(make_setting("gridpg", model, 2).staged)(images).topk(4, dim=1).indices
     return model, images, top
 
 
-def _peer_maps(peer_name, kind, name, **options):
-    model, images, classes = _case(kind)
+def _peer_maps(peer_name, kind, name, side=None, **options):
+    model, images, classes = _case(kind, side)
     method = resolve_method(name, **options)
     layer = "final" if method.family == "activation" else "input"
     net = PeerNet(make_setting("gridpg", model, 2).staged)
@@ -55,10 +55,10 @@ def test_captum_adapter_reproduces_attreval(kind, name, options):
 
 def test_captum_occlusion_with_overhanging_windows_differs_only_at_the_border():
     pytest.importorskip("captum")
-    theirs, ours, call, shape = _peer_maps("captum", "resnet", "occlusion", input_kernel_size=16, input_stride=8)
-    # 64 px, K 16, s 8: attreval's windows start at -8, 0, …, 56 (9 per axis), Captum's at 0, …, 48 (7)
+    theirs, ours, call, shape = _peer_maps("captum", "resnet", "occlusion", side=32, input_kernel_size=8, input_stride=4)
+    # 32 px, K 8, s 4: attreval's windows start at -4, 0, …, 28 (9 per axis), Captum's at 0, …, 24 (7)
     assert "49 windows vs attreval's 81" in Captum().note("occlusion", call, shape)
-    inner = (slice(None), slice(None), slice(16, -16), slice(16, -16))  # covered by the same windows in both
+    inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))  # covered by the same windows in both
     torch.testing.assert_close(theirs[inner], ours[inner], rtol=1e-4, atol=1e-5 * ours.abs().amax().item())
     assert (theirs - ours).abs().amax() > 1e-3 * ours.abs().amax()  # the border windows Captum leaves out
 
@@ -104,17 +104,17 @@ def test_missing_peer_is_skipped_with_its_reason(monkeypatch):
 def test_bench_peers_cli_end_to_end(tmp_path):
     pytest.importorskip("captum")
     out = tmp_path / "peers"
-    argv = ["bench", "--model", "fashion_resnet", "--grids", "1", "--methods", "grad,grad_cam,rise",
+    argv = ["bench", "--model", "fashion_resnet", "--grids", "1", "--methods", "grad_cam,rise",
             "--peers", "captum", "--out", str(out)]
     assert main(argv) == 0
     report = json.loads((out / "peers.json").read_text())
     rows = {(r["method"], r["peer"]): r for r in report["rows"]}
-    assert set(rows) == {("grad", "Captum"), ("grad_cam", "Captum")}  # no peer has RISE
+    assert set(rows) == {("grad_cam", "Captum")}  # no peer has RISE
     for r in rows.values():
         assert r["status"] == "ok" and r["max_rel_diff"] < 1e-5 and r["pearson"] > 0.9999
         assert r["ratio_all_targets"] > 0 and r["ratio_one_target"] > 0
     assert report["meta"]["threads"] == torch.get_num_threads()
-    assert "| grad | Captum (Saliency) | input |" in (out / "peers.md").read_text()
+    assert "| grad_cam | Captum (LayerGradCam) | final |" in (out / "peers.md").read_text()
 
 
 @pytest.mark.parametrize("argv,message", [
