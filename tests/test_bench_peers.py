@@ -126,3 +126,24 @@ def test_bench_peers_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, me
     assert main(["bench", "--model", "fashion_resnet", "--grids", "1", "--out", str(tmp_path / "p"), *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def test_pytorch_grad_cam_grad_cam_pp_differs_by_its_epsilon_only(monkeypatch):
+    """The note's claim: the ε = 1e-6 in pytorch-grad-cam's α denominator makes its Grad-CAM++ differ; the
+    same formula without ε gives attreval's maps (with small gradients, as in a tiny random model)."""
+    pytest.importorskip("pytorch_grad_cam")
+    import numpy as np
+    from pytorch_grad_cam.grad_cam_plusplus import GradCAMPlusPlus
+
+    theirs, ours, _, _ = _peer_maps("pytorch_grad_cam", "resnet", "grad_cam_pp")
+    assert agreement(theirs, ours)[0] > 0.01
+
+    def without_epsilon(self, input_tensor, target_layers, targets, activations, grads):
+        g2, sums = grads**2, activations.sum(axis=(2, 3))[:, :, None, None]
+        denominator = 2 * g2 + sums * g2 * grads
+        alpha = np.where(denominator != 0, g2 / np.where(denominator != 0, denominator, 1), 0)
+        return (np.maximum(grads, 0) * alpha).sum(axis=(2, 3))
+
+    monkeypatch.setattr(GradCAMPlusPlus, "get_cam_weights", without_epsilon)
+    theirs, ours, _, _ = _peer_maps("pytorch_grad_cam", "resnet", "grad_cam_pp")
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5 * ours.abs().amax().item())
