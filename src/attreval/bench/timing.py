@@ -77,13 +77,13 @@ def pass_rates(task: Task, max_batch: int, image: bool) -> dict[str, PassTimes]:
     the layer (``head``, where the tail is ``separable``) and, if ``image``, all heads from the image
     (``image``, Score-CAM's passes)."""
     head, cls = task.heads[:1], task.classes[:1, 0]
-    one = lambda out: out[:, 0].gather(1, cls.expand(out.shape[0])[:, None])[:, 0]  # noqa: E731
+    one = lambda out: out[:, 0].gather(1, cls.expand(out.shape[0])[:, None])[:, 0]
     tail = task.tail
     rates = {"forward": per_row_times(lambda x: one(tail(x)[:, head]), task.inputs, max_batch)}
     if image:
         whole = tail.whole()
         rates["image"] = per_row_times(lambda x: one(whole(x)[:, head]), task.image, max_batch)
     if tail.separable:
-        rows = lambda x: tail.rows(x, head.expand(x.shape[0]))[:, None]  # noqa: E731
+        rows = lambda x: tail.rows(x, head.expand(x.shape[0]))[:, None]
         rates["head"] = per_row_times(lambda x: one(rows(x)), task.inputs, max_batch)
     return rates

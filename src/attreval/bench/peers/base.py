@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 from torch import Tensor, nn
 

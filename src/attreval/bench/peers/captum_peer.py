@@ -1,6 +1,8 @@
 """Captum (``captum.attr``) as a bench peer."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -16,9 +18,9 @@ def captum_windows(size: int, kernel: int, stride: int) -> int:
 @PEERS.register("captum")
 class Captum(Peer):
     package, display = "captum", "Captum"
-    methods = {"grad": "Saliency", "guided_backprop": "GuidedBackprop", "input_x_grad": "InputXGradient",
+    methods: ClassVar[dict[str, str]] = {"grad": "Saliency", "guided_backprop": "GuidedBackprop", "input_x_grad": "InputXGradient",
                "int_grad": "IntegratedGradients", "occlusion": "Occlusion", "grad_cam": "LayerGradCam"}
-    notes = {"int_grad": "Gauss–Legendre nodes, as attreval",
+    notes: ClassVar[dict[str, str]] = {"int_grad": "Gauss–Legendre nodes, as attreval",
              "grad_cam": "LayerGradCam(relu_attributions=True), at the layer's resolution"}
 
     def grad(self, call: PeerCall, x: Tensor, target: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ smallest Pearson correlation.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -60,7 +61,7 @@ def compare_peers(model: nn.Module, images: Tensor, labels: Tensor, n: int, name
     net = PeerNet(setting.staged).to(images.device)
     rows: list[dict[str, Any]] = []
     chosen = [(name, PEERS.get(name)()) for name in (peers if peers is not None else PEERS.names())]
-    for peer_name, peer in chosen:
+    for _, peer in chosen:
         reason = peer.missing()
         if reason:
             rows.append({"peer": peer.display, "method": "–", "status": f"skipped: {reason}"})
@@ -69,17 +70,18 @@ def compare_peers(model: nn.Module, images: Tensor, labels: Tensor, n: int, name
         layer = "final" if method.family == "activation" else "input"
         call = PeerCall(net, net.layer(layer), layer, method, chunk_size)
 
-        def ours(targets: Tensor = classes) -> Tensor:
+        def ours(targets: Tensor = classes, method: Any = method, layer: str = layer) -> Tensor:
             return attribute(model, images, targets, method, setting="gridpg", layer=layer, n=n, chunk_size=chunk_size)
 
-        for peer_name, peer in chosen:
+        for _, peer in chosen:
             adapter = peer.adapter(name) if not peer.missing() else None
             if adapter is None:
                 continue
             calls = {
                 "all": ours,
                 "one": lambda: ours(classes[:, :1]),
-                "peer": lambda: torch.stack([adapter(call, images, classes[:, t]) for t in range(classes.shape[1])], 1),
+                "peer": lambda adapter=adapter, call=call: torch.stack(
+                    [adapter(call, images, classes[:, t]) for t in range(classes.shape[1])], 1),
             }
             times: dict[str, list[float]] = {key: [] for key in calls}
             maps: dict[str, Tensor] = {}
@@ -120,4 +122,4 @@ def peers_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def _r(value: float) -> str:
-    return "n/a (constant maps)" if value != value else f"{value:.4f}"
+    return "n/a (constant maps)" if math.isnan(value) else f"{value:.4f}"

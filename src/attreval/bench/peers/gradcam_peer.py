@@ -1,6 +1,8 @@
 """pytorch-grad-cam (PyPI ``grad-cam``, import ``pytorch_grad_cam``) as a bench peer."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -13,8 +15,8 @@ _OUT = ("timed as called (its output is ReLU'd, min–max normalised and upsampl
 @PEERS.register("pytorch_grad_cam")
 class PytorchGradCAM(Peer):
     package, display = "pytorch_grad_cam", "pytorch-grad-cam"
-    methods = {"grad_cam": "GradCAM", "grad_cam_pp": "GradCAMPlusPlus", "layer_cam": "LayerCAM"}
-    notes = {
+    methods: ClassVar[dict[str, str]] = {"grad_cam": "GradCAM", "grad_cam_pp": "GradCAMPlusPlus", "layer_cam": "LayerCAM"}
+    notes: ClassVar[dict[str, str]] = {
         "grad_cam": _OUT,
         "grad_cam_pp": _OUT + "; ε = 1e-6 in α's denominator, which dominates 2g² + ΣA·g³ where gradients are small",
         "layer_cam": _OUT,

@@ -1,6 +1,8 @@
 """TorchCAM (``torchcam.methods``) as a bench peer."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor
 
 from attreval.bench.peers.base import PEERS, Peer, PeerCall
@@ -11,8 +13,8 @@ _RAW = "normalized=False: ReLU'd CAM at the layer's resolution (TorchCAM's defau
 @PEERS.register("torchcam")
 class TorchCAM(Peer):
     package, display = "torchcam", "TorchCAM"
-    methods = {"grad_cam": "GradCAM", "grad_cam_pp": "GradCAMpp", "layer_cam": "LayerCAM"}
-    notes = {
+    methods: ClassVar[dict[str, str]] = {"grad_cam": "GradCAM", "grad_cam_pp": "GradCAMpp", "layer_cam": "LayerCAM"}
+    notes: ClassVar[dict[str, str]] = {
         "grad_cam": _RAW,
         "grad_cam_pp": _RAW + "; α is never divided (0.5.0 divides a boolean-indexed copy in place), so "
                               "α = g² and w = Σ g²·ReLU(g), not Grad-CAM++'s (its denominator would also sum "

@@ -1,6 +1,8 @@
 """Zennit (``zennit.attribution``) as a bench peer."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
@@ -17,8 +19,9 @@ def _one_hot(call: PeerCall, x: Tensor, target: Tensor) -> Tensor:
 @PEERS.register("zennit")
 class Zennit(Peer):
     package, display = "zennit", "Zennit"
-    methods = {"grad": "Gradient", "guided_backprop": "Gradient + GuidedBackprop composite", "int_grad": "IntegratedGradients"}
-    notes = {"int_grad": "right Riemann sum (nodes k/S, one forward per step) instead of Gauss–Legendre: "
+    methods: ClassVar[dict[str, str]] = {
+        "grad": "Gradient", "guided_backprop": "Gradient + GuidedBackprop composite", "int_grad": "IntegratedGradients"}
+    notes: ClassVar[dict[str, str]] = {"int_grad": "right Riemann sum (nodes k/S, one forward per step) instead of Gauss–Legendre: "
                          "same S, another quadrature, so maps differ by the quadrature error"}
 
     def grad(self, call: PeerCall, x: Tensor, target: Tensor) -> Tensor:
