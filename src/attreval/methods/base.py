@@ -92,8 +92,15 @@ class Method:
         stochastic: whether the method draws random numbers (it then has a ``seed`` field).
         test_preset: field values that make the method cheap enough for the generated contract tests
             (fewer samples or steps); they must not change what the tests check.
+        requires: modules of an optional extra the method needs to run (LRP: ``("zennit",)``).
         reference_layer: non-empty on the one method the paper compares smoothed maps with, at that layer
             (Grad-CAM at the final layer, PAPER.md §6.2: Tables 1–2, Fig. 5).
+        reference_grids: grids per call in the authors' pass pattern (PAPER.md Appendix A); ``None`` = the
+            script's batch (the bench's ``REFERENCE_BATCH``), 1 for the methods their code runs per image.
+        reference_rows: inputs per forward in the authors' pattern; ``None`` = one per grid of the call
+            (times ``copies_field``).
+        copies_field: name of the field that counts the inputs each example becomes in one call (SmoothGrad's
+            ``num_samples``), ``""`` for one.
     """
 
     display: ClassVar[str] = "?"
@@ -101,6 +108,10 @@ class Method:
     stochastic: ClassVar[bool] = False
     test_preset: ClassVar[dict[str, Any]] = {}
     reference_layer: ClassVar[str] = ""
+    requires: ClassVar[tuple[str, ...]] = ()
+    reference_grids: ClassVar[int | None] = None
+    reference_rows: ClassVar[int | None] = None
+    copies_field: ClassVar[str] = ""
 
     def __call__(self, task: Task) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError

@@ -84,6 +84,7 @@ class Occlusion(Method):
 
     display = "Occlusion"
     family = "perturbation"
+    reference_grids: ClassVar[int | None] = 1  # the authors' max_imgs_bs = 1
     kernel_size: int | None = None
     stride: int | None = None
     input_kernel_size: int = 16
@@ -266,6 +267,8 @@ class RISE(Method):
     family = "perturbation"
     stochastic = True
     test_preset: ClassVar[dict[str, Any]] = {"num_masks": 64}
+    reference_grids: ClassVar[int | None] = 1  # the authors' max_imgs_bs = 1
+    reference_rows: ClassVar[int | None] = 2  # masked inputs per forward in the authors' RISE code
     num_masks: int = 1000
     grid_size: int = 6
     keep_prob: float = 0.1

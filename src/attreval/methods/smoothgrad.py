@@ -40,6 +40,7 @@ class SmoothGrad(Method):
     family = "backprop"
     stochastic = True
     test_preset: ClassVar[dict[str, Any]] = {"num_samples": 3, "base": "input_x_grad"}
+    copies_field: ClassVar[str] = "num_samples"
     base: str | Method = "int_grad"
     base_options: tuple[tuple[str, Any], ...] = ()
     num_samples: int = 15

@@ -96,6 +96,16 @@ def build_architecture(name: str, num_classes: int = 0, architecture: str = "") 
     return torchvision.models.get_model(name, weights=None, num_classes=num_classes or 1000).eval()
 
 
+def load_for_timing(name: str, weights: str = "", num_classes: int = 0) -> nn.Module:
+    """A model for ``attreval bench``, split and verified: as :func:`load_model`, except that a torchvision
+    or timm name without ``weights`` gets random weights (timing and pass counts need no trained weights)."""
+    if weights or name in MODELS:
+        return load_model(name, weights, num_classes)
+    model = build_architecture(name, num_classes)
+    split_model(model)  # fail now if the architecture cannot be split
+    return model
+
+
 def _load_weights(model: nn.Module, name: str, weights: str, num_classes: int) -> nn.Module:
     """Load the state dict at ``weights`` into ``model`` (``weights_only=True``); one-line errors."""
     path = Path(weights).expanduser().absolute()
