@@ -32,7 +32,7 @@ from attreval.models.loading import load_model
 from attreval.models.splitters import split_model
 from attreval.models.splitters.common import model_device
 from attreval.rundir import prepare_run_dir
-from attreval.runtime import device_name, faithful_numerics, metadata, resolve_device  # noqa: F401 - device_name: bench imports it here until it moves
+from attreval.runtime import faithful_numerics, metadata, resolve_device
 from attreval.settings import GRID_KINDS, SETTINGS, make_setting
 from attreval.smoothing import scaled_kernel_size, smooth_maps
 from attreval.store import RunStore, Unit
