@@ -149,6 +149,22 @@ def check_cells(config: RunConfig, models: dict[str, nn.Module], grids: dict[tup
             raise ValueError(f"model '{key}': {err}") from None
 
 
+def check_methods(config: RunConfig, models: dict[str, nn.Module]) -> None:
+    """Before any work: every method that can say whether it applies (``check_tail``, e.g. the attention methods,
+    which need a transformer) is asked about the tail of each of its units, so a config listing one for a CNN fails
+    with one line naming the method and model instead of mid-run."""
+    for unit in plan_units(config):
+        name, options = config.method_options(unit.method)
+        check = getattr(resolve_method(name, **options), "check_tail", None)
+        if check is None:
+            continue
+        setting = make_setting(unit.setting, models[unit.model], config.grids.n)
+        try:
+            check(setting.tail(unit.layer, setting.default_heads()))
+        except ValueError as err:
+            raise ValueError(f"method '{unit.method}' on model '{unit.model}': {err} (list it only with models it applies to)") from None
+
+
 def plan_units(config: RunConfig) -> list[Unit]:
     e = config.evaluation
     return [
@@ -345,6 +361,7 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
 
 def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], dev: torch.device, resume: bool, progress: bool, group: Group) -> None:
     started = time.time()
+    check_methods(config, models)
     group.on_main(lambda: make_grids(store, config, models, dev))
     grids = make_grids(store, config, models, dev)  # loads what rank 0 built
     check_cells(config, models, grids)

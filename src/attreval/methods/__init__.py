@@ -11,6 +11,7 @@ from attreval.methods.base import METHODS, Method, Task
 from attreval.methods.custom import FunctionMethod
 from attreval.methods import gradient, cam, perturbation, smoothgrad  # noqa: F401  (registers methods)
 from attreval.methods import lrp  # noqa: F401  (registers the LRP methods; zennit is needed only to run them)
+from attreval.methods import attention  # noqa: F401  (registers the transformer methods: rollout, Chefer)
 
 __all__ = ["METHODS", "Method", "Task", "FunctionMethod", "resolve_method"]
 
