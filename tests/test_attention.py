@@ -1,6 +1,9 @@
 """The transformer methods (attention rollout, Chefer relevance) against references computed by hand from the
 attention probabilities of timm's non-fused path / torchvision's own attention weights, plus their contract."""
 import copy
+import json
+
+import pandas as pd
 
 import pytest
 import torch
@@ -179,16 +182,24 @@ def test_cnn_tails_are_refused_in_one_line(name):
         attreval.attribute(tiny_model("vgg"), images(), torch.tensor([[0, 1, 2, 3]] * 2), name, n=N)
 
 
-def test_run_refuses_an_inapplicable_method_before_any_work(tmp_path, capsys):
-    config = tmp_path / "c.toml"
-    config.write_text(tiny_run_config(0, """
+def test_run_skips_units_a_method_does_not_apply_to(tmp_path, capsys, caplog):
+    body = """
 [evaluation]
 settings = ["gridpg"]
 layers = ["input"]
-methods = ["grad", "chefer"]
-"""))
-    out = tmp_path / "out"
-    assert main(["run", str(config), "--out", str(out), "-q", "--no-report"]) == 2
+methods = [METHODS]
+"""
+    config, out = tmp_path / "c.toml", tmp_path / "out"
+    config.write_text(tiny_run_config(0, body.replace("METHODS", '"grad", "chefer"'), limit=300, gridpg=1))
+    with caplog.at_level("WARNING", logger="attreval.run"):
+        assert main(["run", str(config), "--out", str(out), "-q", "--no-report"]) == 0
+    assert any("'chefer' does not apply to model 'fashion_resnet'" in r.getMessage() for r in caplog.records)
+    assert set(pd.read_parquet(out / "results.parquet")["method"]) == {"grad"}
+    assert json.loads((out / "meta.json").read_text())["not_applicable"] == ["fashion_resnet__gridpg__input__chefer"]
+    # nothing applicable: one line before any work, and no run directory left behind
+    config.write_text(tiny_run_config(0, body.replace("METHODS", '"chefer"')))
+    capsys.readouterr()
+    assert main(["run", str(config), "--out", str(tmp_path / "none"), "-q", "--no-report"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "method 'chefer' on model 'fashion_resnet'" in err[0] and "transformer tail" in err[0]
-    assert not out.exists() or not any(out.iterdir())
+    assert len(err) == 1 and "expected at least one method that applies" in err[0]
+    assert not (tmp_path / "none").exists() or not any((tmp_path / "none").iterdir())
