@@ -4,9 +4,11 @@ import copy
 import json
 
 import pandas as pd
-
 import pytest
 import torch
+from test_contract import all_hooks
+from tiny_models import tiny_model, tiny_run_config
+from tiny_vit import tiny_torchvision_vit, tiny_vit
 from torch.nn import functional as F
 
 import attreval
@@ -14,9 +16,6 @@ from attreval.cli import main
 from attreval.grid import GridSpec
 from attreval.methods.attention import readout
 from attreval.models.splitters.vit import explicit_attention
-from test_contract import all_hooks
-from tiny_models import tiny_model, tiny_run_config
-from tiny_vit import tiny_torchvision_vit, tiny_vit
 
 METHODS = ["attention_rollout", "chefer"]
 N, CELL = 2, 16

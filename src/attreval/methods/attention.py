@@ -36,16 +36,24 @@ What a map means:
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from attreval.methods.base import Method, Task, chunks, pick_targets, register
-from attreval.models.splitters.vit import TimmEmbed, TokenBlock, TokenHead, TorchvisionEmbed, explicit_attention, pack_grad
+from attreval.models.splitters.vit import (
+    TimmEmbed,
+    TokenBlock,
+    TokenHead,
+    TorchvisionEmbed,
+    explicit_attention,
+    pack_grad,
+)
 from attreval.tail import Tail
 
 _ENTRIES = (TokenBlock, TimmEmbed, TorchvisionEmbed)
