@@ -54,6 +54,18 @@ def skip_without_extras(name):
         pytest.importorskip(module)
 
 
+def skip_inapplicable(name, model, setting, layer):
+    """Methods that say which tails they apply to (``check_tail``: the attention methods need a transformer) are
+    checked where they apply; their refusal elsewhere is tested in tests/test_attention.py."""
+    check = getattr(METHODS.get(name), "check_tail", None)
+    if check is not None:
+        s = attreval.make_setting(setting, model, N)
+        try:
+            check(s.tail(layer, s.default_heads()))
+        except ValueError as err:
+            pytest.skip(f"{name} does not apply here: {err}")
+
+
 def all_hooks(model):
     hooks = 0
     for m in model.modules():
@@ -84,6 +96,7 @@ def test_method_contract(name, setting, layer, model, data):
     skip_without_extras(name)
     if getattr(METHODS.get(name), "requires", ()) == ("zennit",) and type(model).__name__ == "VisionTransformer":
         pytest.skip("Zennit has no LRP rules for attention / LayerNorm: LRP refuses transformer tails")
+    skip_inapplicable(name, model, setting, layer)
     images, labels = data
     targets = targets_for(setting, labels)
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -115,6 +128,11 @@ def test_method_contract(name, setting, layer, model, data):
 def test_no_hooks_left_after_an_exception(name, data):
     skip_without_extras(name)
     model = tiny_model("vgg", seed=2)
+    if getattr(METHODS.get(name), "check_tail", None) is not None:  # may refuse CNNs: try it on a ViT too
+        try:
+            skip_inapplicable(name, model, "gridpg", "input")
+        except pytest.skip.Exception:
+            model = tiny_vit("token", reg=1, img=CELL, patch=4, dim=8, seed=2)
     images, labels = data
     with pytest.raises(ValueError, match="target classes"):
         run(model, images, labels + 100, name, "gridpg", "input")

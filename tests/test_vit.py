@@ -168,3 +168,49 @@ def test_unsupported_vit_variants_are_not_taken():
 def test_cells_not_divisible_by_the_patch_size_get_a_clear_error():
     with pytest.raises(ValueError, match="divisible by the patch size 8×8"):
         make_setting("difull", MODELS["cls"], 2).logits(torch.randn(1, 3, 60, 60))
+
+
+def test_zoo_vit_splits_with_an_8x8_token_grid():
+    from attreval.models.zoo import build_model
+
+    model = build_model("fashion_vit").eval()
+    staged = split_model(model)
+    assert staged.resolve("middle") == "blocks.1" and staged.resolve("final") == "blocks.2"  # class token: input of the last block
+    x = torch.randn(2, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    assert make_setting("difull", model, 2).activations(x, "middle").shape == (2, 2 * 48, 16, 16)
+
+
+def test_shipped_vit_weights_match_their_sidecar():
+    import hashlib
+    import json
+
+    from attreval.models.zoo import load_default_model, weights_path
+
+    path = weights_path("fashion_vit")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert meta["train_data"].endswith("3000-9999") and meta["test_num_images"] == 3000
+    model = load_default_model("fashion_vit")
+    from attreval.data.fashion_mnist import fashion_mnist_dataset
+
+    images, labels = fashion_mnist_dataset("test").tensors
+    with torch.no_grad():  # held-out images (never trained on): the recorded accuracy, on a 500-image subset
+        accuracy = (model(images[:3000:6]).argmax(1) == labels[:3000:6]).float().mean().item()
+    assert abs(accuracy - meta["test_accuracy"]) < 0.05
+
+
+def test_holdout_training_keeps_the_first_images_out(tmp_path):
+    from attreval import train as training
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches gain nothing from threads on a loaded machine
+    try:
+        meta = training.train("fashion_vit", out=tmp_path / "v.pt", epochs=1, batch_size=20, holdout=9960, progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert meta["train_images"] == 40 and meta["test_num_images"] == 9960
+    assert meta["train_data"] == "embedded Fashion-MNIST test images 9960-9999"
+    with pytest.raises(ValueError, match="expected --holdout in"):
+        training.train("fashion_vit", out=tmp_path / "w.pt", holdout=10000, progress=False)
+    with pytest.raises(ValueError, match="expected a Fashion-MNIST model for --holdout"):
+        training.train("cifar_vgg11", holdout=10, progress=False)

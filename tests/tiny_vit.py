@@ -17,10 +17,10 @@ def _shake(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 
 
 def tiny_vit(pool: str = "token", reg: int = 0, cls: bool = True, img: int = 32, patch: int = 8, dim: int = 32,
-             dynamic: bool = False, seed: int = 0) -> VisionTransformer:
-    """A 4-block timm ViT, D=``dim``, 2 heads, 10 classes; ``pool`` ``"token"`` or ``"avg"``, ``reg`` register tokens."""
+             dynamic: bool = False, seed: int = 0, depth: int = 4) -> VisionTransformer:
+    """A ``depth``-block timm ViT, D=``dim``, 2 heads, 10 classes; ``pool`` ``"token"`` or ``"avg"``, ``reg`` register tokens."""
     torch.manual_seed(seed)
-    model = VisionTransformer(img_size=img, patch_size=patch, embed_dim=dim, depth=4, num_heads=2, mlp_ratio=2,
+    model = VisionTransformer(img_size=img, patch_size=patch, embed_dim=dim, depth=depth, num_heads=2, mlp_ratio=2,
                               num_classes=10, global_pool=pool, class_token=cls, reg_tokens=reg,
                               dynamic_img_size=dynamic)
     return _shake(model, seed)

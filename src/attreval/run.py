@@ -79,6 +79,31 @@ def check_cells(config: RunConfig, models: dict[str, nn.Module], grids: dict[tup
             raise ValueError(f"model '{key}': {err}") from None
 
 
+def applicable_units(config: RunConfig, models: dict[str, nn.Module], units: list[Unit]) -> tuple[list[Unit], list[Unit]]:
+    """``(units to run, units not applicable)``, decided before any work: a method that can say whether it applies
+    (``check_tail``: the attention methods need a transformer) is asked about the tail of each of its units, so
+    a config listing it next to CNNs (or ``methods = ["all"]``) skips those units with one warning per method and
+    model, instead of failing mid-run. A config in which nothing applies is a one-line error."""
+    keep, skipped, said = [], [], set()
+    for unit in units:
+        name, options = config.method_options(unit.method)
+        check = getattr(resolve_method(name, **options), "check_tail", None)
+        if check is not None:
+            setting = make_setting(unit.setting, models[unit.model], config.grids.n)
+            try:
+                check(setting.tail(unit.layer, setting.default_heads()))
+            except ValueError as err:
+                skipped.append(unit)
+                if (unit.method, unit.model) not in said:
+                    said.add((unit.method, unit.model))
+                    log.warning("method '%s' does not apply to model '%s', its units are skipped: %s", unit.method, unit.model, err)
+                continue
+        keep.append(unit)
+    if units and not keep:
+        raise ValueError(f"expected at least one method that applies to the models, got none: {len(skipped)} units not applicable")
+    return keep, skipped
+
+
 def plan_units(config: RunConfig) -> list[Unit]:
     e = config.evaluation
     return [
@@ -225,10 +250,10 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
 
 def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], dev: torch.device, resume: bool, progress: bool, group: Group) -> None:
     started = time.time()
+    units, skipped = applicable_units(config, models, plan_units(config))  # before any work
     group.on_main(lambda: make_grids(store, config, models, dev))
     grids = make_grids(store, config, models, dev)  # loads what rank 0 built
     check_cells(config, models, grids)
-    units = plan_units(config)
     todo = group.shard([u for u in units if not store.is_done(u)])
     log.info("rank %d/%d: %d units, %d to compute here", group.rank, group.world, len(units), len(todo))
     for unit in tqdm(todo, desc=f"attreval run [{group.rank}]" if group.world > 1 else "attreval run", unit="unit", disable=not progress):
@@ -238,7 +263,8 @@ def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], d
         store.merge(units)
         store.merge_costs(units)
         meta = metadata(config.seed, dev)
-        meta.update(seconds=time.time() - started, resumed=resume, units=len(units), processes=group.world)
+        meta.update(seconds=time.time() - started, resumed=resume, units=len(units), processes=group.world,
+                    not_applicable=[u.key for u in skipped])
         store.write_json("meta.json", meta)
     group.barrier()
 

@@ -132,8 +132,10 @@ class SettingTail(Tail):
         return type(self)(self.setting, 0, self.heads)
 
     def occluder(self, a: Tensor) -> Occluder:
-        """Occluded logits from receptive-field cones over the tail's modules (:class:`ConeOccluder`)."""
-        return ConeOccluder(self, a)
+        """Occluded logits from receptive-field cones over the tail's modules (:class:`ConeOccluder`), or the
+        materialised copies when the first module has no cone rule (nothing to save)."""
+        cone = ConeOccluder(self, a)
+        return cone if cone.plan.incremental else Occluder(self, a)
 
 
 class ConeOccluder(Occluder):

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from attreval.methods.base import Task
-from attreval.tail import Tail
+from attreval.tail import Occluder, Tail
 
 
 @dataclass
@@ -32,14 +32,18 @@ class PassCounter:
 
     def count(self, x: Tensor, whole_network: bool = False, one_head: bool = False) -> None:
         """Count one call on ``x``; a hook on ``x`` counts the backward passes that reach it."""
-        self.calls += 1
-        self.forward_rows += x.shape[0]
-        self.image_rows += x.shape[0] if whole_network else 0
-        self.head_rows += x.shape[0] if one_head else 0
+        self.count_rows(x.shape[0], whole_network, one_head)
         if torch.is_grad_enabled() and x.requires_grad:
             self.graph_rows += x.shape[0]
             self.head_graph_rows += x.shape[0] if one_head else 0
             x.register_hook(lambda grad: self._count_backward(grad.shape[0]))
+
+    def count_rows(self, rows: int, whole_network: bool = False, one_head: bool = False) -> None:
+        """Count one forward call of ``rows`` rows (no autograd graph)."""
+        self.calls += 1
+        self.forward_rows += rows
+        self.image_rows += rows if whole_network else 0
+        self.head_rows += rows if one_head else 0
 
     def _count_backward(self, rows: int) -> None:
         self.backward_rows += rows
@@ -82,3 +86,20 @@ class CountedTail(Tail):
 
     def whole(self) -> Tail:
         return CountedTail(self.inner.whole(), self.counter, whole_network=True)
+
+    def occluder(self, x: Tensor) -> Occluder:
+        return CountedOccluder(self.inner.occluder(x), self)
+
+
+class CountedOccluder(Occluder):
+    """``inner`` (the wrapped tail's occluder, incremental or not) counting one forward row per example and
+    window: the passes the occluded copies stand for, however cheaply each is computed."""
+
+    def __init__(self, inner: Occluder, tail: CountedTail):
+        super().__init__(tail, inner.x)
+        self.inner, self.counted = inner, tail
+
+    def __call__(self, boxes: Tensor, index: Tensor | None = None) -> Tensor:
+        one_head = index is not None and self.counted.inner.separable
+        self.counted.counter.count_rows(self.x.shape[0] * boxes.shape[0], self.counted.whole_network, one_head)
+        return self.inner(boxes, index)

@@ -60,6 +60,16 @@ class ConePlan:
         """Modules without a rule, which run in full on the materialised patched tensor."""
         return [rule.module for rule in self.rule.full_rules()]
 
+    @property
+    def incremental(self) -> bool:
+        """Whether the chain's first module recomputes only a region. When it has no rule (a tail that is just
+        pooling + classifier) every module runs in full on the materialised copies, and the cache costs time
+        for nothing (measured: 0.13–0.3× at the shipped ResNet's final layer), so tails fall back."""
+        rule: Rule = self.rule
+        while isinstance(rule, ChainRule) and rule.rules:
+            rule = rule.rules[0]
+        return type(rule) is not Rule
+
     def prepare(self, x: Tensor) -> object:
         with torch.no_grad():
             return self.rule.clean(x)[1]

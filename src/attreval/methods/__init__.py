@@ -13,8 +13,8 @@ from attreval.methods.base import METHODS, Method, Task
 from attreval.methods.custom import FunctionMethod
 
 #: The built-in method modules, imported (= registered) in this order, the order of every table; LRP needs
-#: zennit only to run.
-BUILTIN_MODULES = ("gradient", "cam", "perturbation", "smoothgrad", "lrp")
+#: zennit only to run; attention holds the transformer methods (rollout, Chefer).
+BUILTIN_MODULES = ("gradient", "cam", "perturbation", "smoothgrad", "lrp", "attention")
 for _name in BUILTIN_MODULES:
     importlib.import_module(f"attreval.methods.{_name}")
 

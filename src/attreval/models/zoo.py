@@ -29,6 +29,7 @@ __all__ = [
     "vgg_small",
     "cifar_vgg11",
     "resnet_small",
+    "vit_small",
     "ZooEntry",
     "MODELS",
     "model_names",
@@ -195,6 +196,22 @@ def resnet_small(
     return SmallResNet(num_classes=num_classes, in_channels=in_channels, widths=widths, blocks=blocks)
 
 
+def vit_small(
+    num_classes: int = 10, in_channels: int = 1, dim: int = 48, depth: int = 4, heads: int = 3, patch: int = 4
+) -> nn.Module:
+    """A small class-token timm ``VisionTransformer`` for 32x32 cells: 4x4 patches (an 8x8 token grid, like
+    ``resnet_small``'s ``layer3``), D = ``dim``, ``depth`` blocks of ``heads`` heads, MLP ratio 2 (~80k parameters).
+
+    A class-token model (``global_pool="token"``) rather than an average-pooled one, so that the evaluation shows
+    the class-token rules of docs/transformers.md (the ``final`` layer, DiPart's head). Needs timm.
+    Input ``(B, in_channels, 32, 32)`` -> tokens ``(B, 1 + 64, dim)`` -> logits ``(B, num_classes)``.
+    """
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=32, patch_size=patch, in_chans=in_channels, num_classes=num_classes,
+                             embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=2.0, global_pool="token")
+
+
 @dataclass(frozen=True)
 class ZooEntry:
     """A registered model: its builder and the dataset (``"fashion_mnist"`` or ``"cifar10"``) it is trained on."""
@@ -208,6 +225,7 @@ MODELS: Registry[ZooEntry] = Registry("model")
 MODELS.register("fashion_vgg")(ZooEntry(vgg_small, "fashion_mnist"))
 MODELS.register("fashion_resnet")(ZooEntry(resnet_small, "fashion_mnist"))
 MODELS.register("cifar_vgg11")(ZooEntry(cifar_vgg11, "cifar10"))
+MODELS.register("fashion_vit")(ZooEntry(vit_small, "fashion_mnist"))
 
 
 def model_names() -> list[str]:
