@@ -46,9 +46,13 @@ def _peer_maps(peer_name, kind, name, side=None, **options):
 ])
 def test_captum_adapter_reproduces_attreval(kind, name, options):
     pytest.importorskip("captum")
-    theirs, ours, _, _ = _peer_maps("captum", kind, name, **options)
+    theirs, ours, call, _ = _peer_maps("captum", kind, name, **options)
     assert ours.abs().amax() > 0  # a comparison of zeros would prove nothing
-    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5 * ours.abs().amax().item())
+    # Occlusion's maps are logit differences: float32 rounding of the logits themselves (attreval recomputes
+    # only each window's receptive-field cone, summed in another order) bounds their agreement
+    model, images, _ = _case(kind, None)
+    rounding = 1e-6 * PeerNet(make_setting("gridpg", model, 2).staged)(images).abs().amax().item()
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-5 * ours.abs().amax().item() + rounding)
     rel, pearson = agreement(theirs, ours)
     assert rel < 1e-4 and pearson > 0.9999
 
