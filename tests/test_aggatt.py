@@ -1,4 +1,5 @@
 """AggAtt (PAPER.md §3): bins, the rounding rule, sorting, colour scale, mean maps and examples."""
+
 from __future__ import annotations
 
 import math
@@ -35,13 +36,16 @@ def test_paper_bins_for_2000():
     assert [b.median for b in bins] == [20, 70, 550, 1450, 1930, 1980]
 
 
-@pytest.mark.parametrize("count, expected", [
-    (96, [2, 3, 43, 43, 3, 2]),    # the Fashion-MNIST default: 1.92 → 2, 4.8 → 5, 91.2 → 91, 94.08 → 94
-    (50, [1, 2, 22, 23, 1, 1]),    # 2.5 → 3 and 47.5 → 48: halves round up
-    (10, [0, 1, 4, 5, 0, 0]),      # empty bins, no failure
-    (1, [0, 0, 1, 0, 0, 0]),
-    (0, [0, 0, 0, 0, 0, 0]),
-])
+@pytest.mark.parametrize(
+    "count, expected",
+    [
+        (96, [2, 3, 43, 43, 3, 2]),  # the Fashion-MNIST default: 1.92 → 2, 4.8 → 5, 91.2 → 91, 94.08 → 94
+        (50, [1, 2, 22, 23, 1, 1]),  # 2.5 → 3 and 47.5 → 48: halves round up
+        (10, [0, 1, 4, 5, 0, 0]),  # empty bins, no failure
+        (1, [0, 0, 1, 0, 0, 0]),
+        (0, [0, 0, 0, 0, 0, 0]),
+    ],
+)
 def test_rounding_rule_for_awkward_counts(count, expected):
     assert sizes(count) == expected
 
@@ -134,7 +138,7 @@ def test_mean_maps_upsample_then_clip_like_the_metric():
     np.testing.assert_allclose(result.scores, score_from_parts(inside, total)[:, 0], rtol=1e-5)
     np.testing.assert_allclose(result.inside, inside[:, 0], rtol=1e-5)
     for b, mean in zip(result.bins, result.maps):
-        np.testing.assert_allclose(mean, positive[result.order[b.start:b.end]].mean(0), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(mean, positive[result.order[b.start : b.end]].mean(0), rtol=1e-5, atol=1e-6)
     # the same from float16 numpy (a stored memmap), given the stored scores
     again = aggatt(maps.numpy().astype(np.float16), 2, 3, (8, 8), scores=result.scores, inside=result.inside)
     np.testing.assert_array_equal(again.order, result.order)

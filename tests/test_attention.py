@@ -1,14 +1,12 @@
 """The transformer methods (attention rollout, Chefer relevance) against references computed by hand from the
 attention probabilities of timm's non-fused path / torchvision's own attention weights, plus their contract."""
+
 import copy
 import json
 
 import pandas as pd
 import pytest
 import torch
-from test_contract import all_hooks
-from tiny_models import tiny_model, tiny_run_config
-from tiny_vit import tiny_torchvision_vit, tiny_vit
 from torch.nn import functional as F
 
 import attreval
@@ -16,6 +14,9 @@ from attreval.cli import main
 from attreval.grid import GridSpec
 from attreval.methods.attention import readout
 from attreval.models.splitters.vit import explicit_attention
+from test_contract import all_hooks
+from tiny_models import tiny_model, tiny_run_config
+from tiny_vit import tiny_torchvision_vit, tiny_vit
 
 METHODS = ["attention_rollout", "chefer"]
 N, CELL = 2, 16
@@ -80,8 +81,11 @@ def test_torchvision_rollout_uses_its_own_attention_weights():
     x = images(b=1, n=1, seed=2)
     weights, handles = [], []
     for block in model.encoder.layers:  # the module's own need_weights=True path on the block's normed input
-        handles.append(block.ln_1.register_forward_hook(
-            lambda m, i, o, block=block: weights.append(block.self_attention(o, o, o, need_weights=True)[1])))
+        handles.append(
+            block.ln_1.register_forward_hook(
+                lambda m, i, o, block=block: weights.append(block.self_attention(o, o, o, need_weights=True)[1])
+            )
+        )
     with torch.no_grad():
         model(x)
     for h in handles:
@@ -122,7 +126,7 @@ def test_readout_is_the_pooling_weights():
     g = torch.zeros(2, 6, 2, 2)  # D = 3, one extra token
     g[0, :3] = torch.tensor([1.0, -2.0, 0.5])[:, None, None]  # average pooling: the same vector everywhere
     g[1, 3:] = 0.25  # class-token pooling: read through the mean over positions
-    torch.testing.assert_close(readout(g, 1).float(), torch.tensor([[0, .25, .25, .25, .25], [1, 0, 0, 0, 0.]]))
+    torch.testing.assert_close(readout(g, 1).float(), torch.tensor([[0, 0.25, 0.25, 0.25, 0.25], [1, 0, 0, 0, 0.0]]))
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -148,12 +152,13 @@ def test_batch_targets_and_model_untouched(name, setting):
     heads = None if setting == "gridpg" else [0, 3]
     maps = attreval.attribute(model, x, targets, name, setting=setting, layer="middle", n=N, chunk_size=4)
     for b in range(3):
-        one = attreval.attribute(model, x[b:b + 1], targets[b:b + 1], name, setting=setting, layer="middle", n=N)
-        torch.testing.assert_close(one, maps[b:b + 1], rtol=1e-4, atol=1e-7)
+        one = attreval.attribute(model, x[b : b + 1], targets[b : b + 1], name, setting=setting, layer="middle", n=N)
+        torch.testing.assert_close(one, maps[b : b + 1], rtol=1e-4, atol=1e-7)
     for t in range(targets.shape[1]):
-        one = attreval.attribute(model, x, targets[:, t:t + 1], name, setting=setting, layer="middle", n=N,
-                                 heads=None if heads is None else [heads[t]])
-        torch.testing.assert_close(one, maps[:, t:t + 1], rtol=1e-4, atol=1e-7)
+        one = attreval.attribute(
+            model, x, targets[:, t : t + 1], name, setting=setting, layer="middle", n=N, heads=None if heads is None else [heads[t]]
+        )
+        torch.testing.assert_close(one, maps[:, t : t + 1], rtol=1e-4, atol=1e-7)
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     assert [b.attn.fused_attn for b in model.blocks] == fused and all_hooks(model) == 0
 

@@ -1,4 +1,5 @@
 """`attreval bench` runs on a tiny model and counts the passes each method needs (no timing asserted)."""
+
 import json
 
 import pytest
@@ -8,9 +9,29 @@ from attreval.cli import main
 
 def test_bench_counts_passes_and_matches_the_reference_pattern(tmp_path):
     out = tmp_path / "bench"
-    argv = ["bench", "--model", "fashion_resnet", "--grids", "2", "--settings", "gridpg,difull", "--layers", "input,final",
-            "--methods", "grad,int_grad,rise,occlusion", "--option", "rise.num_masks=8", "--option", "int_grad.n_steps=3",
-            "--option", "occlusion.input_kernel_size=16", "--option", "occlusion.input_stride=16", "--out", str(out)]
+    argv = [
+        "bench",
+        "--model",
+        "fashion_resnet",
+        "--grids",
+        "2",
+        "--settings",
+        "gridpg,difull",
+        "--layers",
+        "input,final",
+        "--methods",
+        "grad,int_grad,rise,occlusion",
+        "--option",
+        "rise.num_masks=8",
+        "--option",
+        "int_grad.n_steps=3",
+        "--option",
+        "occlusion.input_kernel_size=16",
+        "--option",
+        "occlusion.input_stride=16",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     report = json.loads((out / "bench.json").read_text())
     rows = {(r["setting"], r["layer"], r["method"]): r for r in report["rows"]}
@@ -37,14 +58,17 @@ def test_bench_counts_passes_and_matches_the_reference_pattern(tmp_path):
     assert "| gridpg | input | grad |" in (out / "bench.md").read_text()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--grids", "0"], "expected a positive integer for --grids, got 0"),
-    (["--cell", "0"], "expected a positive integer for --cell, got 0"),
-    (["--model", "nope"], "unknown model 'nope'"),
-    (["--methods", "gradd"], "unknown method 'gradd'"),
-    (["--settings", "grid"], "unknown setting 'grid'"),
-    (["--option", "rise.num_masks"], "expected --option METHOD.KEY=VALUE, got 'rise.num_masks'"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--grids", "0"], "expected a positive integer for --grids, got 0"),
+        (["--cell", "0"], "expected a positive integer for --cell, got 0"),
+        (["--model", "nope"], "unknown model 'nope'"),
+        (["--methods", "gradd"], "unknown method 'gradd'"),
+        (["--settings", "grid"], "unknown setting 'grid'"),
+        (["--option", "rise.num_masks"], "expected --option METHOD.KEY=VALUE, got 'rise.num_masks'"),
+    ],
+)
 def test_bench_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert main(["bench", "--model", "fashion_resnet", "--methods", "grad", "--no-reference", "--out", str(tmp_path / "b"), *argv]) == 2
     err = capsys.readouterr().err.strip()

@@ -1,5 +1,6 @@
 """`attreval bench --peers`: the peer adapters reproduce attreval's maps where the definitions agree, a
 missing peer is skipped with its reason, and the CLI runs end to end (no timing asserted)."""
+
 import json
 
 import pytest
@@ -39,11 +40,16 @@ def _peer_maps(peer_name, kind, name, side=None, **options):
 
 
 @pytest.mark.parametrize("kind", ["resnet", "vgg"])
-@pytest.mark.parametrize("name,options", [
-    ("grad", {}), ("input_x_grad", {}), ("int_grad", {"n_steps": 5}),
-    # K = s dividing the side: both libraries run the same tiling windows
-    ("occlusion", {"input_kernel_size": 8, "input_stride": 8}),
-])
+@pytest.mark.parametrize(
+    "name,options",
+    [
+        ("grad", {}),
+        ("input_x_grad", {}),
+        ("int_grad", {"n_steps": 5}),
+        # K = s dividing the side: both libraries run the same tiling windows
+        ("occlusion", {"input_kernel_size": 8, "input_stride": 8}),
+    ],
+)
 def test_captum_adapter_reproduces_attreval(kind, name, options):
     pytest.importorskip("captum")
     theirs, ours, call, _ = _peer_maps("captum", kind, name, **options)
@@ -67,10 +73,19 @@ def test_captum_occlusion_with_overhanging_windows_differs_only_at_the_border():
     assert (theirs - ours).abs().amax() > 1e-3 * ours.abs().amax()  # the border windows Captum leaves out
 
 
-@pytest.mark.parametrize("peer,name", [
-    ("zennit", "grad"), ("zennit", "guided_backprop"), ("captum", "guided_backprop"), ("captum", "grad_cam"),
-    ("torchcam", "grad_cam"), ("torchcam", "layer_cam"), ("pytorch_grad_cam", "grad_cam"), ("pytorch_grad_cam", "layer_cam"),
-])
+@pytest.mark.parametrize(
+    "peer,name",
+    [
+        ("zennit", "grad"),
+        ("zennit", "guided_backprop"),
+        ("captum", "guided_backprop"),
+        ("captum", "grad_cam"),
+        ("torchcam", "grad_cam"),
+        ("torchcam", "layer_cam"),
+        ("pytorch_grad_cam", "grad_cam"),
+        ("pytorch_grad_cam", "layer_cam"),
+    ],
+)
 def test_other_adapters_reproduce_attreval_where_the_definitions_agree(peer, name):
     pytest.importorskip(PEERS.get(peer).package)
     theirs, ours, _, _ = _peer_maps(peer, "resnet", name)
@@ -101,15 +116,15 @@ def test_missing_peer_is_skipped_with_its_reason(monkeypatch):
     model, images, classes = _case("resnet")
     labels = torch.cat([classes, classes], 1)
     rows = compare_peers(model, images, labels, 2, ["grad"], {}, 16, peers=["captum"], repeat=1)
-    assert rows == [{"peer": "Captum", "method": "–",
-                     "status": "skipped: attreval_no_such_library not installed (pip install 'attreval[peers]')"}]
+    assert rows == [
+        {"peer": "Captum", "method": "–", "status": "skipped: attreval_no_such_library not installed (pip install 'attreval[peers]')"}
+    ]
 
 
 def test_bench_peers_cli_end_to_end(tmp_path):
     pytest.importorskip("captum")
     out = tmp_path / "peers"
-    argv = ["bench", "--model", "fashion_resnet", "--grids", "1", "--methods", "grad_cam,rise",
-            "--peers", "captum", "--out", str(out)]
+    argv = ["bench", "--model", "fashion_resnet", "--grids", "1", "--methods", "grad_cam,rise", "--peers", "captum", "--out", str(out)]
     assert main(argv) == 0
     report = json.loads((out / "peers.json").read_text())
     rows = {(r["method"], r["peer"]): r for r in report["rows"]}
@@ -121,11 +136,14 @@ def test_bench_peers_cli_end_to_end(tmp_path):
     assert "| grad_cam | Captum (LayerGradCam) | final |" in (out / "peers.md").read_text()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--peers", "captun"], "unknown peer 'captun'"),
-    (["--peers", "captum", "--methods", "rise"], "expected a method the peers share with attreval, got rise"),
-    (["--peers", "--threads", "-1"], "expected --threads ≥ 0"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--peers", "captun"], "unknown peer 'captun'"),
+        (["--peers", "captum", "--methods", "rise"], "expected a method the peers share with attreval, got rise"),
+        (["--peers", "--threads", "-1"], "expected --threads ≥ 0"),
+    ],
+)
 def test_bench_peers_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert main(["bench", "--model", "fashion_resnet", "--grids", "1", "--out", str(tmp_path / "p"), *argv]) == 2
     err = capsys.readouterr().err.strip()

@@ -1,4 +1,5 @@
 """End-to-end tests of `attreval run` on tiny configs (seconds), resume, and CLI errors."""
+
 import json
 
 import pandas as pd
@@ -10,7 +11,9 @@ from tiny_models import tiny_run_config
 
 pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
 
-TINY = tiny_run_config(3, """
+TINY = tiny_run_config(
+    3,
+    """
 [evaluation]
 settings = ["gridpg", "difull"]
 layers = ["input", "final"]
@@ -20,7 +23,10 @@ kernel_sizes = [65, 257]
 batch_size = 2
 [methods.int_grad]
 n_steps = 4
-""", limit=600, gridpg=3)
+""",
+    limit=600,
+    gridpg=3,
+)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """Incremental Occlusion (attreval.cone, issue 17 §1): the receptive-field cone path gives the full computation's
 maps in every setting, at the input and a middle layer, on torchvision, shipped and tiny models; modules without a
 rule fall back to full passes; nothing is mutated."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -93,8 +94,7 @@ def double_setting(name: str, model: nn.Module, n: int = 2):
     return setting
 
 
-def occlusion_maps(setting, images: Tensor, layer: str, kernel: int, stride: int, materialise: bool,
-                   chunk_size: int = 64) -> Tensor:
+def occlusion_maps(setting, images: Tensor, layer: str, kernel: int, stride: int, materialise: bool, chunk_size: int = 64) -> Tensor:
     heads = (0, 0) if setting.pooled else (0, setting.n * setting.n - 1)
     classes = torch.tensor([[1, 7], [3, 3]])[: images.shape[0]]
     task = build_task(setting, images, classes, layer, heads, chunk_size=chunk_size)
@@ -112,14 +112,27 @@ def relative(got: Tensor, ref: Tensor) -> float:
 # models run every setting × layer; torchvision's every setting at the input and one at the middle layer.
 SETTINGS = ("gridpg", "difull", "dipart")
 CASES = [
-    *[(kind, setting, layer, *window) for kind, windows in (
-        ("tiny_vgg", {"input": (5, 2), "middle": (3, 1)}), ("tiny_resnet", {"input": (6, 4), "middle": (5, 2)}),
-        ("fashion_vgg", {"input": (24, 16), "middle": (5, 2)}), ("fashion_resnet", {"input": (9, 20), "middle": (3, 3)}),
-    ) for setting in SETTINGS for layer, window in windows.items()],
-    ("resnet18", "gridpg", "input", 32, 24), ("resnet18", "difull", "input", 9, 30), ("resnet18", "dipart", "input", 32, 24),
-    ("resnet18", "gridpg", "middle", 5, 2), ("resnet18", "difull", "middle", 3, 3),
-    ("vgg11", "gridpg", "input", 9, 30), ("vgg11", "difull", "input", 32, 24), ("vgg11", "dipart", "input", 9, 30),
-    ("vgg11", "dipart", "middle", 5, 2), ("vgg11_bn", "gridpg", "input", 32, 24),
+    *[
+        (kind, setting, layer, *window)
+        for kind, windows in (
+            ("tiny_vgg", {"input": (5, 2), "middle": (3, 1)}),
+            ("tiny_resnet", {"input": (6, 4), "middle": (5, 2)}),
+            ("fashion_vgg", {"input": (24, 16), "middle": (5, 2)}),
+            ("fashion_resnet", {"input": (9, 20), "middle": (3, 3)}),
+        )
+        for setting in SETTINGS
+        for layer, window in windows.items()
+    ],
+    ("resnet18", "gridpg", "input", 32, 24),
+    ("resnet18", "difull", "input", 9, 30),
+    ("resnet18", "dipart", "input", 32, 24),
+    ("resnet18", "gridpg", "middle", 5, 2),
+    ("resnet18", "difull", "middle", 3, 3),
+    ("vgg11", "gridpg", "input", 9, 30),
+    ("vgg11", "difull", "input", 32, 24),
+    ("vgg11", "dipart", "input", 9, 30),
+    ("vgg11", "dipart", "middle", 5, 2),
+    ("vgg11_bn", "gridpg", "input", 32, 24),
 ]
 
 
@@ -165,11 +178,20 @@ def mixed_model() -> StagedModel:
     a Bottleneck with downsampling, an unknown module in the middle."""
     torch.manual_seed(3)
     stages = (
-        ("a", nn.Sequential(nn.Conv2d(2, 8, 5, stride=2, padding=3, dilation=2, groups=2), nn.BatchNorm2d(8),
-                            nn.LeakyReLU(0.1, inplace=True))),
+        (
+            "a",
+            nn.Sequential(
+                nn.Conv2d(2, 8, 5, stride=2, padding=3, dilation=2, groups=2), nn.BatchNorm2d(8), nn.LeakyReLU(0.1, inplace=True)
+            ),
+        ),
         ("b", nn.Sequential(nn.AvgPool2d(3, 2, 1), nn.Conv2d(8, 8, (3, 1), padding=(1, 0)), nn.ReLU(inplace=True))),
         ("c", Mystery(8)),
-        ("d", nn.Sequential(nn.MaxPool2d(3, 1, 1), Bottleneck(8, 4, stride=2, downsample=nn.Sequential(nn.Conv2d(8, 16, 1, 2), nn.BatchNorm2d(16))))),
+        (
+            "d",
+            nn.Sequential(
+                nn.MaxPool2d(3, 1, 1), Bottleneck(8, 4, stride=2, downsample=nn.Sequential(nn.Conv2d(8, 16, 1, 2), nn.BatchNorm2d(16)))
+            ),
+        ),
     )
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1), nn.Linear(16, 10))
     for _, module in stages:
@@ -223,9 +245,9 @@ def test_read_gives_the_patched_tensor_with_the_padding_value_outside():
     got = read(patch, torch.tensor([-1, 2]), torch.tensor([0, 3]), (3, 4), float("-inf"))
     for p, (top, left) in enumerate([(-1, 0), (2, 3)]):
         dense = base.clone()
-        dense[:, :, patch.top[p]:patch.top[p] + 2, patch.left[p]:patch.left[p] + 2] = -1
+        dense[:, :, patch.top[p] : patch.top[p] + 2, patch.left[p] : patch.left[p] + 2] = -1
         padded = torch.nn.functional.pad(dense, (2, 2, 2, 2), value=float("-inf"))
-        expected = padded[:, :, top + 2:top + 5, left + 2:left + 6]
+        expected = padded[:, :, top + 2 : top + 5, left + 2 : left + 6]
         assert torch.equal(got[:, p], expected)
 
 

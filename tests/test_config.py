@@ -108,8 +108,10 @@ def test_list_config_prints_the_reference(capsys):
 def test_relative_paths_resolve_against_the_config_file(tmp_path, monkeypatch):
     folder = tmp_path / "configs"
     folder.mkdir()
-    (folder / "c.toml").write_text('[data]\nkind = "flat"\nroot = "../images"\nlabels_file = "labels.txt"\n'
-                                   '[[models]]\nname = "resnet18"\nweights = "~/w.pt"\n[[models]]\nname = "fashion_vgg"\n')
+    (folder / "c.toml").write_text(
+        '[data]\nkind = "flat"\nroot = "../images"\nlabels_file = "labels.txt"\n'
+        '[[models]]\nname = "resnet18"\nweights = "~/w.pt"\n[[models]]\nname = "fashion_vgg"\n'
+    )
     monkeypatch.chdir(tmp_path / "configs")
     config = load_config("c.toml")
     assert config.data.root == str(tmp_path / "images") and config.data.labels_file == str(folder / "labels.txt")
@@ -150,7 +152,10 @@ def test_imagenet_config_states_the_paper_preprocessing():
         (with_(data={"kind": "imagefolder", "mean": ["a"]}), "expected a list of float for [data] mean"),
         (with_(data={"kind": "imagefolder", "channels": 4}), "expected [data] channels 1 (grey) or 3 (RGB), got 4"),
         (with_(data={"kind": "imagefolder", "resize": -1}), "expected a non-negative [data] resize"),
-        (with_(data={"kind": "imagefolder", "normalize": False, "mean": [0.5], "std": [0.5]}), "expected no [data] mean/std with normalize = false"),
+        (
+            with_(data={"kind": "imagefolder", "normalize": False, "mean": [0.5], "std": [0.5]}),
+            "expected no [data] mean/std with normalize = false",
+        ),
         (with_(data={"channels": 1}), "expected [data] channels only with kind imagefolder or flat"),
     ],
 )

@@ -4,6 +4,7 @@ Properties (HOUSE_STYLE "Tests that mean something"): shape, dtype, device, fini
 alone; all T targets at once == one at a time; same seed → same maps; the caller's model and tensors
 unchanged; no hooks left behind, also after an exception.
 """
+
 import dataclasses
 
 import pytest
@@ -79,7 +80,15 @@ def all_hooks(model):
 
 def run(model, images, targets, name, setting, layer, heads=None):
     return attreval.attribute(
-        model, images, targets, name, setting=setting, layer=layer, n=N, heads=heads, chunk_size=64,
+        model,
+        images,
+        targets,
+        name,
+        setting=setting,
+        layer=layer,
+        n=N,
+        heads=heads,
+        chunk_size=64,
         **fast_options(name),
     )
 
@@ -112,10 +121,10 @@ def test_method_contract(name, setting, layer, model, data):
     assert maps.abs().sum() > 0, "a method that returns all zeros explains nothing"
 
     for b in range(2):  # batch == each example alone
-        close(run(model, images[b:b + 1], targets[b:b + 1], name, setting, layer), maps[b:b + 1])
+        close(run(model, images[b : b + 1], targets[b : b + 1], name, setting, layer), maps[b : b + 1])
     for t in range(targets.shape[1]):  # T targets at once == one at a time
-        one = run(model, images, targets[:, t:t + 1], name, setting, layer, heads=heads_for(setting, [t]))
-        close(one, maps[:, t:t + 1])
+        one = run(model, images, targets[:, t : t + 1], name, setting, layer, heads=heads_for(setting, [t]))
+        close(one, maps[:, t : t + 1])
     torch.testing.assert_close(run(model, images, targets, name, setting, layer), maps, rtol=0, atol=0)
 
     assert torch.equal(images, images_before) and torch.equal(targets, targets_before)

@@ -1,5 +1,6 @@
 """The rules the analyses, figures and report share (attreval.analysis.conventions): written once, with
 nothing keyed on a method's name."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,11 +17,21 @@ def _rows(method, layer, kernel_refs=(0,), setting="gridpg", grids=12, cells=4, 
     rng = np.random.default_rng(seed)
     frames = []
     for ref in kernel_refs:
-        frames.append(pd.DataFrame({
-            "model": "m", "setting": setting, "layer": layer, "method": method, "kernel_ref": ref,
-            "kernel_size": 0 if ref == 0 else max(1, ref // 7), "grid": np.repeat(np.arange(grids), cells),
-            "cell": np.tile(np.arange(cells), grids), "score": rng.random(grids * cells),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": "m",
+                    "setting": setting,
+                    "layer": layer,
+                    "method": method,
+                    "kernel_ref": ref,
+                    "kernel_size": 0 if ref == 0 else max(1, ref // 7),
+                    "grid": np.repeat(np.arange(grids), cells),
+                    "cell": np.tile(np.arange(cells), grids),
+                    "score": rng.random(grids * cells),
+                }
+            )
+        )
     return frames
 
 
@@ -34,8 +45,9 @@ def test_one_position_and_order_rule_for_figures_report_and_analyses():
 def test_smoothed_methods_come_from_the_rows_not_from_names():
     """A run that smooths `grad` (not a paper S-method) gets its curves and Table 1/2 rows: what was smoothed
     is read from the rows with kernel_size > 0."""
-    results = pd.concat(_rows("grad", "input", (0, 9, 129)) + _rows("grad_cam", "final", seed=1)
-                        + _rows("int_grad", "input", seed=2), ignore_index=True)
+    results = pd.concat(
+        _rows("grad", "input", (0, 9, 129)) + _rows("grad_cam", "final", seed=1) + _rows("int_grad", "input", seed=2), ignore_index=True
+    )
     assert conventions.smoothed_methods(results) == ["grad"]
     assert conventions.smoothed_methods(results, layer="final") == []
     curves = smoothing_curves.smoothing_curves(results, "m")
@@ -74,4 +86,6 @@ def test_plots_package_reexports_every_figure():
     for name in plots.__all__:
         assert getattr(plots, name) is not None, name
     assert callable(plots.smoothing_cost_figure) and plots.curve_colours(["int_grad", "input_x_grad"]) == {
-        "input_x_grad": plots.CURVE_COLOURS[0], "int_grad": plots.CURVE_COLOURS[1]}
+        "input_x_grad": plots.CURVE_COLOURS[0],
+        "int_grad": plots.CURVE_COLOURS[1],
+    }

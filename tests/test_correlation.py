@@ -1,4 +1,5 @@
 """Spearman correlation of per-instance scores (PAPER.md §6.2), against scipy; pairing; smoothing curves."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,7 +27,7 @@ def test_rankdata_matches_scipy_with_ties():
 
 def test_spearman_matches_scipy_on_random_data_with_ties():
     rng = np.random.default_rng(1)
-    for trial in range(30):
+    for _ in range(30):
         size = int(rng.integers(3, 400))
         x = np.round(rng.random(size), int(rng.integers(1, 3)))  # rounded: ties
         y = np.round(0.5 * x + rng.random(size) * rng.random(), 1)
@@ -55,11 +56,21 @@ def _results(rng, grids: int = 40, cells: int = 4) -> pd.DataFrame:
     frames = []
 
     def add(method, layer, scores, kernel_ref=0, kernel_size=0, setting="gridpg"):
-        frames.append(pd.DataFrame({
-            "model": "m", "setting": setting, "layer": layer, "method": method, "kernel_size": kernel_size,
-            "kernel_ref": kernel_ref, "grid": np.repeat(np.arange(grids), cells),
-            "cell": np.tile(np.arange(cells), grids), "score": scores.reshape(-1),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": "m",
+                    "setting": setting,
+                    "layer": layer,
+                    "method": method,
+                    "kernel_size": kernel_size,
+                    "kernel_ref": kernel_ref,
+                    "grid": np.repeat(np.arange(grids), cells),
+                    "cell": np.tile(np.arange(cells), grids),
+                    "score": scores.reshape(-1),
+                }
+            )
+        )
 
     add("grad", "input", rng.random((grids, cells)))
     add("grad", "final", np.round(base + 0.3 * rng.random((grids, cells)), 1))
@@ -76,12 +87,17 @@ def test_matrix_pairs_rows_on_grid_and_cell():
     results = _results(rng)
     shuffled = results.sample(frac=1.0, random_state=0)  # row order must not matter
     matrix = method_layer_correlations(shuffled, "m")
-    assert list(matrix.columns) == [("grad", "input", 0), ("int_grad", "input", 0), ("grad", "final", 0),
-                                    ("grad_cam", "final", 0)]  # by layer, then registry order
+    assert list(matrix.columns) == [
+        ("grad", "input", 0),
+        ("int_grad", "input", 0),
+        ("grad", "final", 0),
+        ("grad_cam", "final", 0),
+    ]  # by layer, then registry order
     a = results[(results.method == "grad") & (results.layer == "final") & (results.setting == "gridpg")]
     b = results[(results.method == "grad_cam") & (results.layer == "final")]
     assert matrix.loc[("grad", "final", 0), ("grad_cam", "final", 0)] == pytest.approx(
-        stats.spearmanr(a["score"], b["score"]).statistic, abs=1e-12)
+        stats.spearmanr(a["score"], b["score"]).statistic, abs=1e-12
+    )
     np.testing.assert_allclose(np.diag(matrix), 1.0)
     np.testing.assert_allclose(matrix.to_numpy(), matrix.to_numpy().T)
 
@@ -96,7 +112,8 @@ def test_matrix_is_pairwise_complete_when_rows_are_missing():
     keep = x.notna() & y.notna()
     assert keep.sum() == len(x) - 20
     assert matrix.loc[("grad", "final", 0), ("grad_cam", "final", 0)] == pytest.approx(
-        stats.spearmanr(x[keep], y[keep]).statistic, abs=1e-12)
+        stats.spearmanr(x[keep], y[keep]).statistic, abs=1e-12
+    )
 
 
 def test_duplicate_rows_are_an_error():

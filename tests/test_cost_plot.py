@@ -1,4 +1,5 @@
 """Cost figures (PAPER.md §7) and the pass counts of a tiny real run against each method's theory."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,10 +32,21 @@ def synthetic_costs() -> pd.DataFrame:
     for s_i, setting in enumerate(["gridpg", "difull"]):
         for l_i, layer in enumerate(["input", "final"]):
             for m_i, method in enumerate(["grad", "input_x_grad", "rise", "sg_05"]):
-                fwd, bwd = 10.0 ** m_i + l_i, (2.0 ** m_i if method != "rise" else 0.0)
-                rows.append({"model": "m", "setting": setting, "layer": layer, "method": method,
-                             "seconds": 0.1 * (1 + m_i + l_i + s_i), "grids": 4, "forward_passes": fwd,
-                             "backward_passes": bwd, "image_passes": 0.0, "rank": 0})
+                fwd, bwd = 10.0**m_i + l_i, (2.0**m_i if method != "rise" else 0.0)
+                rows.append(
+                    {
+                        "model": "m",
+                        "setting": setting,
+                        "layer": layer,
+                        "method": method,
+                        "seconds": 0.1 * (1 + m_i + l_i + s_i),
+                        "grids": 4,
+                        "forward_passes": fwd,
+                        "backward_passes": bwd,
+                        "image_passes": 0.0,
+                        "rank": 0,
+                    }
+                )
     costs = pd.DataFrame(rows)
     costs["seconds_per_grid"] = costs["seconds"] / costs["grids"]
     return costs
@@ -60,7 +72,9 @@ def test_cost_figure_draws_the_table_values(tmp_path):
 
 def test_smoothing_vs_smoothgrad_summary_and_figure(tmp_path):
     costs = synthetic_costs()
-    points = smoothgrad_points({"methods": {}, "variants": {"sg_05": {"method": "smoothgrad", "options": {"base": "input_x_grad", "noise_level": 0.05}}}})
+    points = smoothgrad_points(
+        {"methods": {}, "variants": {"sg_05": {"method": "smoothgrad", "options": {"base": "input_x_grad", "noise_level": 0.05}}}}
+    )
     summary = smoothing_vs_smoothgrad(costs, points, {("m", "gridpg", "input", "input_x_grad"): 0.5})
     one = summary[(summary.setting == "gridpg") & (summary.layer == "input")].set_index("kind")
     base = costs[(costs.setting == "gridpg") & (costs.layer == "input") & (costs.method == "input_x_grad")].iloc[0]
@@ -75,7 +89,9 @@ def test_smoothing_vs_smoothgrad_summary_and_figure(tmp_path):
     assert 0 < time_smoothing((2, 4, 64, 64), 19) < 1
 
 
-TINY = tiny_run_config(2, """
+TINY = tiny_run_config(
+    2,
+    """
 [evaluation]
 settings = ["gridpg", "difull"]
 layers = ["input", "final"]
@@ -95,7 +111,8 @@ hidden_stride = 1
 [methods.smoothgrad]
 base = "grad"
 num_samples = 2
-""")
+""",
+)
 
 
 def test_recorded_passes_match_each_methods_theory(tmp_path):
@@ -114,14 +131,14 @@ def test_recorded_passes_match_each_methods_theory(tmp_path):
             windows = len(patch_intervals(side, kernel, stride)) ** 2
             shared = 1 if setting == "gridpg" else targets  # GridPG: one forward for all targets; DiFull: one per head
             theory = {  # (forward, backward, image) rows per grid
-                "grad": (shared, targets, 0),                         # one backward per target
+                "grad": (shared, targets, 0),  # one backward per target
                 "int_grad": (shared * 3, targets * 3, 0),
-                "smoothgrad": (2 * shared, 2 * targets, 0),           # num_samples × the base's rows
-                "rise": (7, 0, 0),                                    # one row per mask, every target from it
-                "occlusion": (windows + 1, 0, 0),                     # every window + the unperturbed input
+                "smoothgrad": (2 * shared, 2 * targets, 0),  # num_samples × the base's rows
+                "rise": (7, 0, 0),  # one row per mask, every target from it
+                "occlusion": (windows + 1, 0, 0),  # every window + the unperturbed input
                 "occlusion_difull": (difull_windows(side, kernel, stride) + targets, 0, 0),  # per head: its windows + clean
-                "ablation_cam": (channels + 1, 0, 0),                 # one row per ablated channel + the original
-                "score_cam": (channels, 0, channels),                 # one masked image per channel, from the image
+                "ablation_cam": (channels + 1, 0, 0),  # one row per ablated channel + the original
+                "score_cam": (channels, 0, channels),  # one masked image per channel, from the image
             }
             theory["occlusion"] = theory.pop("occlusion_difull") if setting == "difull" else theory["occlusion"]
             theory.pop("occlusion_difull", None)

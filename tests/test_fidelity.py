@@ -1,5 +1,6 @@
 """Fidelity to the authors' code (issue 18): RISE's mirrored mask borders, Grad-CAM++ numerics, the metric's
 zero-mass threshold, the bench's RISE reference batch, and Captum's trapezoid rule."""
+
 from __future__ import annotations
 
 import math
@@ -46,7 +47,7 @@ def test_upsampling_rows_equal_skimage_reflect_resize_on_random_grids(grid_size,
             up = skimage_upsample(grid.numpy(), ((grid_size + 1) * cell_h, (grid_size + 1) * cell_w))
             for i in range(cell_h):
                 for j in range(cell_w):
-                    crop = up[i: i + height, j: j + width]
+                    crop = up[i : i + height, j : j + width]
                     np.testing.assert_allclose((rows[i] @ grid @ cols[j].T).numpy(), crop, rtol=0, atol=1e-6)
 
 
@@ -62,7 +63,7 @@ def test_rise_masks_equal_skimage_reflect_resize_then_crop():
     clamped_differs = 0.0
     for m in range(count):
         up = skimage_upsample(grids[m], ((s + 1) * cell_h, (s + 1) * cell_w))
-        crop = up[shift_h[m]: shift_h[m] + height, shift_w[m]: shift_w[m] + width]
+        crop = up[shift_h[m] : shift_h[m] + height, shift_w[m] : shift_w[m] + width]
         np.testing.assert_allclose(masks[m].numpy(), crop, rtol=0, atol=1e-6)
         # the bilinear upsampling with clamped borders (what attreval did before) is another mask near the borders
         clamped = F.interpolate(torch.from_numpy(grids[m])[None, None], size=up.shape, mode="bilinear", align_corners=False)

@@ -47,7 +47,7 @@ def test_row_blocks_takes_each_rows_own_cell(n):
     cells = torch.randint(0, n * n, (7,), generator=torch.Generator().manual_seed(n))
     got = row_blocks(x, n, cells)
     for r in range(7):
-        assert torch.equal(got[r], select_cells(x[r:r + 1], n, (int(cells[r]),))[0])
+        assert torch.equal(got[r], select_cells(x[r : r + 1], n, (int(cells[r]),))[0])
     # gradients flow back to exactly that block
     leaf = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(row_blocks(leaf, n, cells).sum(), leaf)

@@ -3,6 +3,7 @@ swapped or deleted file in `--resume`, `attreval report` and `attreval verify` w
 disk is one line and resumes to the same table; a crafted CIFAR-10 batch runs no code; names cannot leave the
 run directory; a second process on a locked run directory stops at once; workers die with their launcher.
 """
+
 from __future__ import annotations
 
 import errno
@@ -88,7 +89,7 @@ def _damage(out: Path, rel: str, kind: str, runs: Path) -> None:
         path.write_bytes(bytes(data[: len(data) // 2]))
     elif kind == "flipped":  # 64 bytes in the middle, the file keeps its size
         mid = len(data) // 2
-        data[mid:mid + 64] = bytes(b ^ 0xFF for b in data[mid:mid + 64])
+        data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
         path.write_bytes(bytes(data))
     elif kind == "valid_but_wrong":  # a well-formed file with other contents
         if rel.endswith(".parquet"):  # results and parts: other scores; costs: other times
@@ -285,8 +286,9 @@ def test_read_only_or_forbidden_writes_are_one_line_naming_the_file(tmp_path, ca
 def _tmpfs_available() -> bool:
     if not shutil.which("unshare"):
         return False
-    probe = subprocess.run(["unshare", "-Urm", "sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d"],
-                           capture_output=True, timeout=30)
+    probe = subprocess.run(
+        ["unshare", "-Urm", "sh", "-c", "d=$(mktemp -d) && mount -t tmpfs -o size=64k tmpfs $d"], capture_output=True, timeout=30
+    )
     return probe.returncode == 0
 
 
@@ -299,9 +301,9 @@ def test_a_real_full_tmpfs_is_one_line_not_sigbus_and_resumes(runs, tmp_path):
     mnt.mkdir()
     script = f"""
 mount -t tmpfs -o size=192k tmpfs {mnt} || exit 90
-OMP_NUM_THREADS=1 {py} -m attreval {cli} 2> {tmp_path / 'err1'}; echo $? > {tmp_path / 'rc1'}
+OMP_NUM_THREADS=1 {py} -m attreval {cli} 2> {tmp_path / "err1"}; echo $? > {tmp_path / "rc1"}
 mount -o remount,size=64m {mnt}
-OMP_NUM_THREADS=1 {py} -m attreval {cli} --resume > /dev/null 2> {tmp_path / 'err2'}; echo $? > {tmp_path / 'rc2'}
+OMP_NUM_THREADS=1 {py} -m attreval {cli} --resume > /dev/null 2> {tmp_path / "err2"}; echo $? > {tmp_path / "rc2"}
 cp {mnt}/out/results.parquet {tmp_path}/results.parquet
 """
     proc = subprocess.run(["unshare", "-Urm", "sh", "-c", script], capture_output=True, text=True, timeout=600)
@@ -332,8 +334,11 @@ def test_a_crafted_cifar_batch_runs_no_code(tmp_path, call):
 
     marker = tmp_path / "pwned"
     func = {"os.system": os.system, "builtins.exec": builtins.exec, "subprocess.Popen": subprocess.Popen}[call]
-    arg = {"os.system": f"touch {marker}", "builtins.exec": f"open({str(marker)!r}, 'w').close()",
-           "subprocess.Popen": ["touch", str(marker)]}[call]
+    arg = {
+        "os.system": f"touch {marker}",
+        "builtins.exec": f"open({str(marker)!r}, 'w').close()",
+        "subprocess.Popen": ["touch", str(marker)],
+    }[call]
     batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1], b"trap": _Payload(func, arg)}
     root = tmp_path / "cifar-10-batches-py"
     root.mkdir()
@@ -382,14 +387,22 @@ def test_a_second_process_on_a_locked_run_directory_stops_at_once(runs, tmp_path
     import attreval.lock
 
     # attreval.lock loaded from its file alone: no torch import, so the holder starts in a fraction of a second
-    holder = subprocess.Popen([sys.executable, "-c", f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import importlib.util, time
 
 pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
 spec = importlib.util.spec_from_file_location("lock", {attreval.lock.__file__!r})
 module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
 lock = module.RunLock({str(out)!r}); lock.acquire(); print("held", flush=True); time.sleep(60)
-"""], stdout=subprocess.PIPE, text=True)
+""",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         t0 = time.monotonic()

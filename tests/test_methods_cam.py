@@ -1,4 +1,5 @@
 """The CAM family by hand on tiny heads, and its identities on ResNet's final layer (PAPER.md §4.2, §9.5)."""
+
 import logging
 import math
 
@@ -101,6 +102,7 @@ def test_grad_cam_pp_exp_factor_never_overflows(caplog):
         scaled = exp_logit_scale(maps, logits)
     assert torch.isfinite(scaled).all() and (scaled > 0).all()
     assert "clipped for 2 map(s)" in caplog.text
+
     # a positive per-map scale: the shape of every map is kept
     def shape(x):
         return x / x.amax(dim=(-2, -1), keepdim=True)
@@ -151,7 +153,7 @@ def multi_head_image_forward(seed=2):
 def score_cam_by_hand(a, image, image_forward, heads, classes):
     weights = torch.zeros(a.shape[0], len(heads), a.shape[1], dtype=a.dtype)
     for k in range(a.shape[1]):  # the reference's one forward per channel
-        up = F.interpolate(a[:, k:k + 1], size=image.shape[-2:], mode="bilinear", align_corners=False)
+        up = F.interpolate(a[:, k : k + 1], size=image.shape[-2:], mode="bilinear", align_corners=False)
         low, high = up.amin(dim=(-2, -1), keepdim=True), up.amax(dim=(-2, -1), keepdim=True)
         constant = a[:, k].amax(dim=(-2, -1)) == a[:, k].amin(dim=(-2, -1))  # (B,): weight 0, not 0/0
         masks = torch.nan_to_num((up - low) / (high - low))

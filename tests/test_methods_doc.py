@@ -1,4 +1,5 @@
 """docs/methods.md and the README are what the registry says, and the method added there works as written."""
+
 import re
 from pathlib import Path
 
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("document", DOCUMENTS)
 def test_method_tables_are_generated_from_the_registry(document):
     text = (ROOT / document).read_text()
-    block = text[text.index(BEGIN) + len(BEGIN):text.index(END)]
+    block = text[text.index(BEGIN) + len(BEGIN) : text.index(END)]
     assert block.strip() == method_table().strip(), f"run: python -m attreval.methods.catalogue  (to refresh {document})"
     assert all(f"| `{name}` |" in block for name in attreval.METHODS.names())
 

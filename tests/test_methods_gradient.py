@@ -1,4 +1,5 @@
 """Analytic and equivalence checks of the backpropagation methods (PAPER.md §4.1, §9.2, §9.5)."""
+
 import pytest
 import torch
 from torch import nn
@@ -113,10 +114,19 @@ def test_int_grad_completeness_is_approximate_on_a_relu_net():
 
 def bias_free_relu_net():
     torch.manual_seed(4)
-    return nn.Sequential(
-        nn.Conv2d(C, 4, 3, padding=1, bias=False), nn.ReLU(inplace=True), nn.MaxPool2d(3),
-        nn.Conv2d(4, 6, 1, bias=False), nn.ReLU(), nn.Flatten(), nn.Linear(6, K, bias=False),
-    ).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(C, 4, 3, padding=1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(3),
+            nn.Conv2d(4, 6, 1, bias=False),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(6, K, bias=False),
+        )
+        .double()
+        .eval()
+    )
 
 
 # The trapezoid rule is left out: its node α = 0 evaluates the gradient at the zero input, where every ReLU
@@ -275,8 +285,8 @@ def test_example_gradients_equal_one_backward_per_row_and_target(setting, layer,
     grads, logits = example_gradients(task, task.inputs, torch.arange(3))
     for b in range(3):
         for t in range(classes.shape[1]):  # the authors' pattern: one (image, target) per backward
-            leaf = task.inputs[b:b + 1].clone().requires_grad_(True)
-            y = pick(task.tail(leaf), task.heads[t:t + 1], classes[b, t:t + 1])
+            leaf = task.inputs[b : b + 1].clone().requires_grad_(True)
+            y = pick(task.tail(leaf), task.heads[t : t + 1], classes[b, t : t + 1])
             (expected,) = torch.autograd.grad(y.sum(), leaf)
             torch.testing.assert_close(grads[b, t], expected[0], rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(logits[b, t], y[0].detach(), rtol=1e-5, atol=1e-6)

@@ -1,5 +1,6 @@
 """LRP through Zennit: equal to Zennit's own attributor, layer-wise, conservative, exact in DiFull, and the
 caller's model untouched (tests/test_contract.py covers shape, batching, targets and hooks)."""
+
 import copy
 import sys
 
@@ -37,7 +38,8 @@ def zennit_composite(name, canonizers):
     low, high = (torch.tensor(v, dtype=torch.float64).view(1, 3, 1, 1) for v in (IMAGENET_LOW, IMAGENET_HIGH))
     return {
         "lrp_epsilon": lambda: LayerMapComposite(
-            layer_map_base() + [(Convolution, Epsilon()), (nn.Linear, Epsilon())], canonizers=canonizers),
+            layer_map_base() + [(Convolution, Epsilon()), (nn.Linear, Epsilon())], canonizers=canonizers
+        ),
         "lrp_epsilon_plus_flat": lambda: EpsilonPlusFlat(canonizers=canonizers),
         "lrp_epsilon_gamma_box": lambda: EpsilonGammaBox(low=low, high=high, canonizers=canonizers),
         "lrp_epsilon_alpha2_beta1": lambda: EpsilonAlpha2Beta1(canonizers=canonizers),
@@ -52,8 +54,8 @@ def narrow_vgg(batch_norm):
     model = (torchvision.models.vgg11_bn if batch_norm else torchvision.models.vgg11)(num_classes=10)
     model.avgpool = nn.AdaptiveAvgPool2d(2)
     model.classifier = nn.Sequential(
-        nn.Linear(512 * 4, 64), nn.ReLU(True), nn.Dropout(), nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(),
-        nn.Linear(64, 10))
+        nn.Linear(512 * 4, 64), nn.ReLU(True), nn.Dropout(), nn.Linear(64, 64), nn.ReLU(True), nn.Dropout(), nn.Linear(64, 10)
+    )
     return randomize_bn(model).double().eval()
 
 
@@ -78,12 +80,13 @@ def zennit_maps(model, name, x, classes, canonizers, layer_module=None):
             with Gradient(model, zennit_composite(name, canonizers)) as attributor:
                 handle = None
                 if layer_module is not None:
+
                     def capture(module, inputs, output):
                         output.register_hook(captured.append)  # returns None: the output is not replaced
 
                     handle = layer_module.register_forward_hook(capture)
                 try:
-                    out, relevance = attributor(x[b:b + 1], lambda o: nn.functional.one_hot(torch.tensor([c]), 10) * o)
+                    out, relevance = attributor(x[b : b + 1], lambda o: nn.functional.one_hot(torch.tensor([c]), 10) * o)
                 finally:
                     if handle is not None:
                         handle.remove()
@@ -156,8 +159,9 @@ def test_epsilon_conserves_the_logit_without_biases(kind, setting, layer):
     classes = torch.tensor([[1, 5], [2, 8]])
     heads = None if setting == "gridpg" else [0, 3]
     model = split(model, 16)
-    maps = attreval.attribute(model, x, classes, "lrp_epsilon", setting=setting, n=2, layer=layer, heads=heads,
-                              epsilon=1e-12, stabilizer=1e-12)
+    maps = attreval.attribute(
+        model, x, classes, "lrp_epsilon", setting=setting, n=2, layer=layer, heads=heads, epsilon=1e-12, stabilizer=1e-12
+    )
     logits = attreval.make_setting(setting, model, 2).logits(x, (0,) if setting == "gridpg" else (0, 3))
     h = [0, 0] if setting == "gridpg" else [0, 1]
     expected = torch.stack([logits[b, h, classes[b]] for b in range(2)])
@@ -206,8 +210,12 @@ def test_output_relevance_one_is_the_logit_map_divided_by_the_logit():
 
 
 def snapshot(model):
-    return ({k: v.clone() for k, v in model.state_dict().items()}, {n: id(p) for n, p in model.named_parameters()},
-            [type(m).forward is m.forward.__func__ for m in model.modules()], len(list(model.modules())))
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        {n: id(p) for n, p in model.named_parameters()},
+        [type(m).forward is m.forward.__func__ for m in model.modules()],
+        len(list(model.modules())),
+    )
 
 
 def assert_unchanged(model, before, x, out_before):
@@ -226,8 +234,9 @@ def assert_unchanged(model, before, x, out_before):
 def bn_models():
     torch.manual_seed(10)
     vgg = TinyVGG()
-    vgg.features = nn.Sequential(*[m for layer in vgg.features for m in (
-        [layer, nn.BatchNorm2d(layer.out_channels)] if isinstance(layer, nn.Conv2d) else [layer])])
+    vgg.features = nn.Sequential(
+        *[m for layer in vgg.features for m in ([layer, nn.BatchNorm2d(layer.out_channels)] if isinstance(layer, nn.Conv2d) else [layer])]
+    )
     return {"vgg_bn": randomize_bn(vgg).eval(), "resnet": randomize_bn(TinyResNet(), 10).eval()}
 
 
@@ -366,8 +375,9 @@ def test_epsilon_to_zero_is_input_times_gradient(kind, setting):
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(17), dtype=torch.float64)
     classes, heads = torch.tensor([[1, 5], [2, 8]]), None if setting == "gridpg" else [0, 3]
     for layer in ["input", "middle"]:
-        lrp = attreval.attribute(model, x, classes, "lrp_epsilon", setting=setting, layer=layer, heads=heads,
-                                 epsilon=1e-12, stabilizer=1e-12)
+        lrp = attreval.attribute(
+            model, x, classes, "lrp_epsilon", setting=setting, layer=layer, heads=heads, epsilon=1e-12, stabilizer=1e-12
+        )
         ixg = attreval.attribute(model, x, classes, "input_x_grad", setting=setting, layer=layer, heads=heads)
         assert_close(lrp, ixg, rtol=1e-5)
 

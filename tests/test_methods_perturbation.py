@@ -1,4 +1,5 @@
 """Occlusion and RISE (PAPER.md §4.3): the patch grid, closed forms on linear / constant models, DiFull."""
+
 from __future__ import annotations
 
 import pytest
@@ -130,7 +131,13 @@ def test_difull_occlusion_is_zero_where_no_patch_meets_the_heads_cell(kernel, st
     model = tiny_model("vgg")
     images = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     maps = attreval.attribute(
-        model, images, torch.tensor([[1, 2]]), "occlusion", setting="difull", kernel_size=kernel, stride=stride,
+        model,
+        images,
+        torch.tensor([[1, 2]]),
+        "occlusion",
+        setting="difull",
+        kernel_size=kernel,
+        stride=stride,
         chunk_size=64,
     )
     for t, (rows, cols) in enumerate([(slice(0, 16), slice(0, 16)), (slice(16, 32), slice(16, 32))]):

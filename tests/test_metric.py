@@ -9,7 +9,7 @@ def test_all_mass_inside_is_one():
     maps = torch.zeros(1, 4, 8, 8)
     for cell in range(4):
         r, c = divmod(cell, 2)
-        maps[0, cell, r * 4:(r + 1) * 4, c * 4:(c + 1) * 4] = torch.rand(4, 4) + 0.1
+        maps[0, cell, r * 4 : (r + 1) * 4, c * 4 : (c + 1) * 4] = torch.rand(4, 4) + 0.1
     score = localization_score(maps, 2, torch.arange(4)[None])
     assert torch.allclose(score, torch.ones(1, 4))
 

@@ -5,6 +5,7 @@ dict, and a config in another folder that points at both with relative paths; `s
 `any` because a random model classifies nothing confidently. Every bad input must end in one line, exit
 code 2, before any unit runs, and leave no run directory behind.
 """
+
 from __future__ import annotations
 
 import json
@@ -171,19 +172,40 @@ def _fails_cleanly(capfd, config: Path, out: Path, says: tuple[str, ...]) -> str
 @pytest.mark.parametrize("classes", [10, 1000])
 def test_num_classes_mismatch_shows_the_size_mismatch(in_elsewhere, tmp_path, capfd, classes):
     config = write_config(in_elsewhere, config_text(classes=classes), "mismatch.toml")
-    _fails_cleanly(capfd, config, tmp_path / "out", (
-        f"expected weights for 'resnet18' with {classes} classes in {in_elsewhere / 'weights' / 'resnet18_random.pt'}",
-        "size mismatch for fc.weight", "[4, 512]", f"[{classes}, 512]", "set num_classes = 4"))
+    _fails_cleanly(
+        capfd,
+        config,
+        tmp_path / "out",
+        (
+            f"expected weights for 'resnet18' with {classes} classes in {in_elsewhere / 'weights' / 'resnet18_random.pt'}",
+            "size mismatch for fc.weight",
+            "[4, 512]",
+            f"[{classes}, 512]",
+            "set num_classes = 4",
+        ),
+    )
 
 
-@pytest.mark.parametrize("rule, removed", [
-    ("correct-and-confident", ("misclassified", "below confidence")),
-    ("confident", ("below confidence",)),
-])
+@pytest.mark.parametrize(
+    "rule, removed",
+    [
+        ("correct-and-confident", ("misclassified", "below confidence")),
+        ("confident", ("below confidence",)),
+    ],
+)
 def test_too_few_classes_say_which_rule_removed_how_many(in_elsewhere, tmp_path, capfd, rule, removed):
     config = write_config(in_elsewhere, config_text(rule), f"{rule}.toml")
-    err = _fails_cleanly(capfd, config, tmp_path / "out", ("expected at least 4 classes with confident images for 2×2 grids",
-                                                           f'[grids] images = "{rule}" (confidence ≥ 0.99) kept', "of 12 images", *removed))
+    err = _fails_cleanly(
+        capfd,
+        config,
+        tmp_path / "out",
+        (
+            "expected at least 4 classes with confident images for 2×2 grids",
+            f'[grids] images = "{rule}" (confidence ≥ 0.99) kept',
+            "of 12 images",
+            *removed,
+        ),
+    )
     numbers = [int(word) for word in err.replace(",", " ").replace(":", " ").split() if word.isdigit()]
     assert 12 in numbers
     if rule == "confident":
@@ -213,17 +235,25 @@ def test_an_unreadable_image_is_named(in_elsewhere, tmp_path, capfd, content):
     _fails_cleanly(capfd, config, tmp_path / "out", ("expected a readable image at", str(bad)))
 
 
-@pytest.mark.parametrize("change, says", [
-    ({"crop = 32": "crop = 32\nchannels = 2"}, ("expected [data] channels 1 (grey) or 3 (RGB), got 2",)),
-    ({"crop = 32": "crop = 32\nmean = [0.5, 0.5]\nstd = [0.2, 0.2]"}, ("expected 1 or 3 values (channels = 3) for [data] mean, got 2",)),
-    ({"crop = 32": "crop = 32\nmean = [0.5]"}, ("expected [data] mean and std together, got only mean",)),
-    ({"crop = 32": "crop = 32\nstd = [0.0]\nmean = [0.5]"}, ("expected positive [data] std",)),
-    ({"crop = 32": "crop = 32\nchannels = 1"}, ("expected [data] mean and std for channels = 1",)),
-    ({'kind = "imagefolder"': 'kind = "cifar10"', "crop = 32": "crop = 32\nmean = [0.5]\nstd = [0.2]"},
-     ("expected [data] mean only with kind imagefolder or flat", "got kind 'cifar10'")),
-    ({'images = "any"': 'images = "anny"'}, ("unknown value for [grids] images 'anny'", "did you mean 'any'")),
-    ({"crop = 32": "crop = 32\nchannels = 1\nnormalize = false"}, ("expected images the model can take", "(1, 32, 32)")),
-])
+@pytest.mark.parametrize(
+    "change, says",
+    [
+        ({"crop = 32": "crop = 32\nchannels = 2"}, ("expected [data] channels 1 (grey) or 3 (RGB), got 2",)),
+        (
+            {"crop = 32": "crop = 32\nmean = [0.5, 0.5]\nstd = [0.2, 0.2]"},
+            ("expected 1 or 3 values (channels = 3) for [data] mean, got 2",),
+        ),
+        ({"crop = 32": "crop = 32\nmean = [0.5]"}, ("expected [data] mean and std together, got only mean",)),
+        ({"crop = 32": "crop = 32\nstd = [0.0]\nmean = [0.5]"}, ("expected positive [data] std",)),
+        ({"crop = 32": "crop = 32\nchannels = 1"}, ("expected [data] mean and std for channels = 1",)),
+        (
+            {'kind = "imagefolder"': 'kind = "cifar10"', "crop = 32": "crop = 32\nmean = [0.5]\nstd = [0.2]"},
+            ("expected [data] mean only with kind imagefolder or flat", "got kind 'cifar10'"),
+        ),
+        ({'images = "any"': 'images = "anny"'}, ("unknown value for [grids] images 'anny'", "did you mean 'any'")),
+        ({"crop = 32": "crop = 32\nchannels = 1\nnormalize = false"}, ("expected images the model can take", "(1, 32, 32)")),
+    ],
+)
 def test_preprocessing_and_rule_errors(in_elsewhere, tmp_path, capfd, change, says):
     config = write_config(in_elsewhere, config_text(**change), "bad_keys.toml")
     _fails_cleanly(capfd, config, tmp_path / "out", says)

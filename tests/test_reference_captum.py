@@ -15,6 +15,7 @@ Captum is the implementation the paper's code used (PAPER.md §4). Methods compa
   window also spans the channel axis here (all channels occluded together, as in the paper), so its map is
   the same for every channel: we compare its channel mean.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -103,7 +104,10 @@ def test_occlusion_matches_captum_where_windows_tile_the_map(model, batch, windo
     attributor = captum_attr.Occlusion(model)
     maps = [
         attributor.attribute(
-            x.clone(), target=y[:, t], sliding_window_shapes=(3, window, window), strides=(3, window, window),
+            x.clone(),
+            target=y[:, t],
+            sliding_window_shapes=(3, window, window),
+            strides=(3, window, window),
             baselines=0,
         ).mean(dim=1)
         for t in range(2)
@@ -116,8 +120,10 @@ def test_occlusion_matches_captum_where_windows_tile_the_map(model, batch, windo
 def test_occlusion_differs_from_captum_when_windows_overlap(model, batch):
     """K = 2s: the paper's border windows stick out and each change is shared over |P|; Captum's are not."""
     x, y = batch
-    captum = captum_attr.Occlusion(model).attribute(
-        x.clone(), target=y[:, 0], sliding_window_shapes=(3, 8, 8), strides=(3, 4, 4), baselines=0
-    ).mean(dim=1)
+    captum = (
+        captum_attr.Occlusion(model)
+        .attribute(x.clone(), target=y[:, 0], sliding_window_shapes=(3, 8, 8), strides=(3, 4, 4), baselines=0)
+        .mean(dim=1)
+    )
     ours = attreval.attribute(model, x, y[:, :1], "occlusion", n=1, kernel_size=8, stride=4)[:, 0]
     assert not torch.allclose(ours, captum / 64, atol=ATOL)

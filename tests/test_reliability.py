@@ -4,6 +4,7 @@ sharding, determinism, and a catalogue of bad input that must end in one clean l
 The real processes (killed runs, torchrun) all start at once in one module fixture, while the reference runs
 go in-process, so the interpreter start-ups (~10 s each on a loaded 2-core machine) overlap.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,7 +31,9 @@ from tiny_models import tiny_run_config
 pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
 
 # 2 settings × 2 layers × 3 methods = 12 cheap units (tens of ms each), so a kill can land mid-run.
-RUN = tiny_run_config(5, """
+RUN = tiny_run_config(
+    5,
+    """
 [evaluation]
 settings = ["gridpg", "difull"]
 layers = ["input", "final"]
@@ -40,7 +43,8 @@ kernel_sizes = [65]
 batch_size = 2
 [methods.int_grad]
 n_steps = 8
-""")
+""",
+)
 UNITS = 12
 KEY = ["model", "setting", "layer", "method", "kernel_size", "grid", "cell", "head"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -107,8 +111,16 @@ def campaign(tmp_path_factory, one_thread):
     config = root / "run.toml"
     config.write_text(RUN)
     killed = {
-        point: Killed(subprocess.Popen([sys.executable, "-m", "attreval", *_cli(config, root / point)], cwd=root, env=ENV,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), root / point)
+        point: Killed(
+            subprocess.Popen(
+                [sys.executable, "-m", "attreval", *_cli(config, root / point)],
+                cwd=root,
+                env=ENV,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            ),
+            root / point,
+        )
         for point in KILL_POINTS
     }
     torchrun = Path(sys.executable).with_name("torchrun")
@@ -116,8 +128,13 @@ def campaign(tmp_path_factory, one_thread):
     dist = None
     if torchrun.exists():  # --standalone: a free port of its own, so concurrent test sessions do not collide
         with log.open("w") as handle:
-            dist = subprocess.Popen([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "attreval",
-                                     *_cli(config, root / "torchrun")], cwd=root, env=ENV, stdout=handle, stderr=subprocess.STDOUT)
+            dist = subprocess.Popen(
+                [str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "attreval", *_cli(config, root / "torchrun")],
+                cwd=root,
+                env=ENV,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+            )
     monitor = threading.Thread(target=_kill_at_points, args=(killed, time.monotonic() + 300), daemon=True)
     monitor.start()
     try:
@@ -302,15 +319,23 @@ CASES: dict[str, Case] = {
     # weights
     "missing_weights": Case(small(model='weights = "/nonexistent/w.pt"'), ("expected weights for 'fashion_resnet'", "no such file")),
     "corrupt_weights": Case(small(model='weights = "{assets}/random.pt"'), ("expected a torch state-dict file", "unreadable")),
-    "weights_of_another_architecture": Case(small(model=f'weights = "{WEIGHTS}/fashion_vgg.pt"'), ("expected weights for 'fashion_resnet'", "missing keys")),
-    "torchvision_model_without_weights": Case(small().replace('"fashion_resnet"', '"resnet18"'), ("expected a local weights file", "got none")),
+    "weights_of_another_architecture": Case(
+        small(model=f'weights = "{WEIGHTS}/fashion_vgg.pt"'), ("expected weights for 'fashion_resnet'", "missing keys")
+    ),
+    "torchvision_model_without_weights": Case(
+        small().replace('"fashion_resnet"', '"resnet18"'), ("expected a local weights file", "got none")
+    ),
     # names
-    "unknown_model": Case(small().replace('"fashion_resnet"', '"fashion_resnett"'), ("unknown model 'fashion_resnett'", "did you mean 'fashion_resnet'")),
+    "unknown_model": Case(
+        small().replace('"fashion_resnet"', '"fashion_resnett"'), ("unknown model 'fashion_resnett'", "did you mean 'fashion_resnet'")
+    ),
     "unknown_method": Case(small().replace('["grad"]', '["gradd"]'), ("unknown method 'gradd'", "did you mean 'grad'")),
     "unknown_setting": Case(small().replace('["gridpg"]', '["gridgp"]'), ("unknown setting 'gridgp'", "did you mean 'gridpg'")),
     "unknown_layer_alias": Case(small().replace('["input"]', '["midle"]'), ("unknown layer", "'midle'", "did you mean 'middle'")),
     "unknown_layer_of_the_model": Case(small().replace('["input"]', '["layer9"]'), ("unknown layer", "'layer9'", "expected one of: input")),
-    "unknown_method_option": Case(small() + "[methods.grad]\nabs_value = true\n", ("unknown option 'abs_value'", "did you mean 'absolute'")),
+    "unknown_method_option": Case(
+        small() + "[methods.grad]\nabs_value = true\n", ("unknown option 'abs_value'", "did you mean 'absolute'")
+    ),
     # config file
     "unknown_config_key": Case(small().replace("seed = 1", "sed = 1"), ("unknown key 'sed'", "did you mean 'seed'")),
     "bad_toml": Case("seed = [\n", ("expected valid TOML", "syntax error")),
@@ -320,25 +345,40 @@ CASES: dict[str, Case] = {
     "batch_size_zero": Case(small().replace("batch_size = 2", "batch_size = 0"), ("expected a positive [evaluation] batch_size", "got 0")),
     "confidence_above_one": Case(small().replace("n = 2", "n = 2\nconfidence = 1.5"), ("expected [grids] confidence in [0, 1]", "got 1.5")),
     # data
-    "data_folder_missing": Case(small(data='kind = "imagefolder"\nroot = "{assets}/nowhere"'), ("expected an image directory", "missing path")),
-    "data_folder_empty": Case(small(data='kind = "imagefolder"\nroot = "{assets}/empty"'), ("expected class folders of images", "class folder")),
-    "labels_file_missing": Case(small(data='kind = "flat"\nroot = "{assets}/flat"\nlabels_file = "{assets}/nolabels.txt"'), ("expected a labels file", "missing path")),
+    "data_folder_missing": Case(
+        small(data='kind = "imagefolder"\nroot = "{assets}/nowhere"'), ("expected an image directory", "missing path")
+    ),
+    "data_folder_empty": Case(
+        small(data='kind = "imagefolder"\nroot = "{assets}/empty"'), ("expected class folders of images", "class folder")
+    ),
+    "labels_file_missing": Case(
+        small(data='kind = "flat"\nroot = "{assets}/flat"\nlabels_file = "{assets}/nolabels.txt"'),
+        ("expected a labels file", "missing path"),
+    ),
     "labels_beyond_the_model_outputs": Case(
-        small(data='kind = "flat"\nroot = "{assets}/flat"\nlabels_file = "{assets}/labels.txt"\nresize = 32\ncrop = 32',
-              model='weights = "{assets}/cifar_vgg11.pt"').replace('"fashion_resnet"', '"cifar_vgg11"'),
-        ("expected labels in 0..9", "got labels in 1..12")),
+        small(
+            data='kind = "flat"\nroot = "{assets}/flat"\nlabels_file = "{assets}/labels.txt"\nresize = 32\ncrop = 32',
+            model='weights = "{assets}/cifar_vgg11.pt"',
+        ).replace('"fashion_resnet"', '"cifar_vgg11"'),
+        ("expected labels in 0..9", "got labels in 1..12"),
+    ),
     "images_with_wrong_channels": Case(
         small(model='weights = "{assets}/resnet18.pt"\nnum_classes = 10').replace('"fashion_resnet"', '"resnet18"'),
-        ("expected images the model can take", "(1, 32, 32)", "3 channels")),
+        ("expected images the model can take", "(1, 32, 32)", "3 channels"),
+    ),
     "images_of_the_wrong_size": Case(
-        small(data='kind = "imagefolder"\nroot = "{assets}/classes"\nresize = 64\ncrop = 64',
-              model='weights = "{assets}/cifar_vgg11.pt"').replace('"fashion_resnet"', '"cifar_vgg11"'),
-        ("expected images the model can take", "(3, 64, 64)", "shapes cannot be multiplied")),
+        small(
+            data='kind = "imagefolder"\nroot = "{assets}/classes"\nresize = 64\ncrop = 64', model='weights = "{assets}/cifar_vgg11.pt"'
+        ).replace('"fashion_resnet"', '"cifar_vgg11"'),
+        ("expected images the model can take", "(3, 64, 64)", "shapes cannot be multiplied"),
+    ),
     "non_finite_model_outputs": Case(small(model='weights = "{assets}/nan.pt"'), ("expected finite model outputs", "NaN/inf")),
     # grids
     "grid_cells_exceed_classes": Case(small().replace("n = 2", "n = 4"), ("expected at least 16 classes", "for 4×4 grids")),
     "too_few_confident_images": Case(small().replace("gridpg = 2", "gridpg = 100000"), ("expected 100000 2×2 grids", "got only")),
-    "no_confident_image": Case(small().replace("n = 2", "n = 2\nconfidence = 1.0"), ("expected at least 4 classes with confident images", "got")),
+    "no_confident_image": Case(
+        small().replace("n = 2", "n = 2\nconfidence = 1.0"), ("expected at least 4 classes with confident images", "got")
+    ),
     # output directory and device
     "output_under_a_file": Case(small(), ("expected a writable output directory", "Not a directory"), out="{assets}/a_file/out"),
     "output_under_proc": Case(small(), ("expected a writable output directory",), out="/proc/attreval-out"),
@@ -349,16 +389,24 @@ CASES: dict[str, Case] = {
     "mps_without_mps": Case(small(), ("expected an Apple MPS device", "torch finds none"), args=("--device", "mps")),
     # grid counts and sizes that cannot give a table
     "grid_size_one": Case(small().replace("n = 2", "n = 1"), ("expected [grids] n ≥ 2", "got 1")),
-    "no_gridpg_grids_for_gridpg": Case(small().replace("gridpg = 2", "gridpg = 0"), ("expected a positive [grids] gridpg with the gridpg setting", "got 0")),
-    "no_disconnected_grids_for_difull": Case(small().replace("disconnected = 2", "disconnected = 0").replace('settings = ["gridpg"]', 'settings = ["difull"]'),
-                                             ("expected a positive [grids] disconnected with the difull/dipart settings", "got 0")),
+    "no_gridpg_grids_for_gridpg": Case(
+        small().replace("gridpg = 2", "gridpg = 0"), ("expected a positive [grids] gridpg with the gridpg setting", "got 0")
+    ),
+    "no_disconnected_grids_for_difull": Case(
+        small().replace("disconnected = 2", "disconnected = 0").replace('settings = ["gridpg"]', 'settings = ["difull"]'),
+        ("expected a positive [grids] disconnected with the difull/dipart settings", "got 0"),
+    ),
     # silently wrong before: duplicated rows, an empty table
     "method_listed_twice": Case(small().replace('["grad"]', '["grad", "grad"]'), ("expected each of [evaluation] methods once", "'grad'")),
-    "layer_listed_twice": Case(small().replace('["input"]', '["input", "input"]'), ("expected each of [evaluation] layers once", "'input'")),
+    "layer_listed_twice": Case(
+        small().replace('["input"]', '["input", "input"]'), ("expected each of [evaluation] layers once", "'input'")
+    ),
     "no_methods": Case(small().replace('["grad"]', "[]"), ("expected at least one name in [evaluation] methods", "got []")),
     "no_settings": Case(small().replace('["gridpg"]', "[]"), ("expected at least one name in [evaluation] settings", "got []")),
     # names that become file names
-    "label_escaping_the_run_directory": Case(small(model='label = "../../escaped"'), ("expected a model label of letters", "'../../escaped'")),
+    "label_escaping_the_run_directory": Case(
+        small(model='label = "../../escaped"'), ("expected a model label of letters", "'../../escaped'")
+    ),
     "label_with_the_unit_separator": Case(small(model='label = "a__b"'), ("no '__'", "'a__b'")),
     "hidden_label": Case(small(model='label = ".hidden"'), ("no leading '.'", "'.hidden'")),
 }
@@ -367,7 +415,9 @@ CASES: dict[str, Case] = {
 def _assert_one_line_error(capfd, rc: int, says: tuple[str, ...], caught: list) -> str:
     err = capfd.readouterr().err
     # What Python would print on stderr outside pytest (its default filters hide these categories).
-    shown = [w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning))]
+    shown = [
+        w for w in caught if not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning))
+    ]
     assert rc == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("attreval: error: ") and err.endswith("\n"), err
     assert "Traceback" not in err and not shown, (err, [str(w.message) for w in shown])
@@ -404,11 +454,14 @@ def _snapshot(path: Path) -> dict[str, int]:
     return {str(p.relative_to(path)): p.stat().st_mtime_ns for p in sorted(path.rglob("*"))}
 
 
-@pytest.mark.parametrize("resume, change, says", [
-    (True, {"seed = 5": "seed = 6"}, ("expected --resume with the config of", "differs in: seed")),
-    (True, {"n_steps = 8": "n_steps = 9"}, ("got a different config", "differs in: methods")),
-    (False, {}, ("expected an empty output directory", "pass --resume")),
-])
+@pytest.mark.parametrize(
+    "resume, change, says",
+    [
+        (True, {"seed = 5": "seed = 6"}, ("expected --resume with the config of", "differs in: seed")),
+        (True, {"n_steps = 8": "n_steps = 9"}, ("got a different config", "differs in: methods")),
+        (False, {}, ("expected an empty output directory", "pass --resume")),
+    ],
+)
 def test_an_existing_run_is_refused_and_left_untouched(campaign, tmp_path, capfd, resume, change, says):
     reference = campaign["root"] / "reference"
     text = RUN
@@ -464,8 +517,14 @@ def test_bad_input_through_a_real_process(assets, tmp_path):
     as each process costs an interpreter start-up: a late one (after model loading, in the first forward pass)."""
     case = CASES["images_with_wrong_channels"]
     (tmp_path / "bad.toml").write_text(case.config.replace("{assets}", str(assets)))
-    proc = subprocess.run([sys.executable, "-m", "attreval", *_cli(tmp_path / "bad.toml", tmp_path / "out")],
-                          cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "attreval", *_cli(tmp_path / "bad.toml", tmp_path / "out")],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     err = proc.stderr
     assert proc.returncode == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("attreval: error: ") and "Traceback" not in err, err

@@ -3,6 +3,7 @@
 The browser test opens the report in headless Chromium (skipped when ``/usr/bin/chromium`` is absent)
 and checks that every figure loaded and the console stayed clean.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,9 @@ SMOOTHED = ("int_grad", "input_x_grad")
 CLASS_NAMES = tuple(f"class{c}_name" for c in range(10))
 
 
-def _maps(rng: np.random.Generator, grids: int, cells: list[int], side: int, strength: float, noise: float,
-          disconnected: bool) -> torch.Tensor:
+def _maps(
+    rng: np.random.Generator, grids: int, cells: list[int], side: int, strength: float, noise: float, disconnected: bool
+) -> torch.Tensor:
     """``(G, T, side, side)`` signed maps: a blob of per-grid random strength in each target cell plus noise
     (zero outside the cell when ``disconnected``, as a gradient in DiFull)."""
     h = side // N
@@ -42,10 +44,10 @@ def _maps(rng: np.random.Generator, grids: int, cells: list[int], side: int, str
     for t, cell in enumerate(cells):
         r, c = divmod(cell, N)
         weight = rng.uniform(0, strength, size=(grids, 1, 1))
-        out[:, t, r * h:(r + 1) * h, c * h:(c + 1) * h] += weight * rng.uniform(0.5, 1, size=(grids, h, h))
+        out[:, t, r * h : (r + 1) * h, c * h : (c + 1) * h] += weight * rng.uniform(0.5, 1, size=(grids, h, h))
         if disconnected:
             keep = np.zeros((side, side), bool)
-            keep[r * h:(r + 1) * h, c * h:(c + 1) * h] = True
+            keep[r * h : (r + 1) * h, c * h : (c + 1) * h] = True
             out[:, t] *= keep
     return torch.from_numpy(out)
 
@@ -59,22 +61,41 @@ def _rows(unit: Unit, maps: torch.Tensor, cells: list[int], labels: torch.Tensor
     frames = []
     for kernel, ref in variants:
         inside, total = localization_parts(maps if kernel == 0 else smooth_maps(maps, kernel), N, cell_tensor, size)
-        frames.append(pd.DataFrame({
-            "model": unit.model, "setting": unit.setting, "layer": unit.layer, "stage": unit.layer,
-            "method": unit.method, "kernel_size": kernel, "kernel_ref": ref,
-            "grid": np.repeat(np.arange(g), t), "cell": np.tile(cells, g),
-            "head": np.tile(cells if unit.setting != "gridpg" else [0] * t, g),
-            "label": labels[:, cells].reshape(-1).numpy(),
-            "class_name": [CLASS_NAMES[c] for c in labels[:, cells].reshape(-1).tolist()],
-            "score": score_from_parts(inside, total).reshape(-1).numpy(),
-            "inside": inside.reshape(-1).numpy(), "total": total.reshape(-1).numpy(),
-        })[COLUMNS])
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": unit.model,
+                    "setting": unit.setting,
+                    "layer": unit.layer,
+                    "stage": unit.layer,
+                    "method": unit.method,
+                    "kernel_size": kernel,
+                    "kernel_ref": ref,
+                    "grid": np.repeat(np.arange(g), t),
+                    "cell": np.tile(cells, g),
+                    "head": np.tile(cells if unit.setting != "gridpg" else [0] * t, g),
+                    "label": labels[:, cells].reshape(-1).numpy(),
+                    "class_name": [CLASS_NAMES[c] for c in labels[:, cells].reshape(-1).tolist()],
+                    "score": score_from_parts(inside, total).reshape(-1).numpy(),
+                    "inside": inside.reshape(-1).numpy(),
+                    "total": total.reshape(-1).numpy(),
+                }
+            )[COLUMNS]
+        )
     return pd.concat(frames, ignore_index=True)
 
 
-def make_synthetic_run(root: Path, *, settings=("gridpg", "difull"), models=("toy_vgg",),
-                       methods=("grad", "int_grad", "input_x_grad", "grad_cam"),
-                       layers=("input", "final"), skip=(), no_maps=(), grids=(50, 50)) -> RunStore:
+def make_synthetic_run(
+    root: Path,
+    *,
+    settings=("gridpg", "difull"),
+    models=("toy_vgg",),
+    methods=("grad", "int_grad", "input_x_grad", "grad_cam"),
+    layers=("input", "final"),
+    skip=(),
+    no_maps=(),
+    grids=(50, 50),
+) -> RunStore:
     """A small run directory: 16×16 grids of 8×8 cells (n=2), maps at 16/8/4 px, smoothed rows for
     int_grad/input_x_grad, written with :class:`RunStore`. ``skip``: (setting, layer, method) units left
     out; ``no_maps``: units whose maps are not stored."""
@@ -84,7 +105,7 @@ def make_synthetic_run(root: Path, *, settings=("gridpg", "difull"), models=("to
     for model in models:
         for kind, count in zip(("gridpg", "disconnected"), grids, strict=False):
             gen = torch.Generator().manual_seed(len(kind))
-            labels = torch.stack([torch.randperm(10, generator=gen)[:N * N] for _ in range(count)])
+            labels = torch.stack([torch.randperm(10, generator=gen)[: N * N] for _ in range(count)])
             images = torch.randn(count, CHANNELS, N * CELL, N * CELL, generator=gen)
             GridDataset(images, labels, labels.clone(), spec, kind != "gridpg", 0, CLASS_NAMES).save(store.grid_path(model, kind))
     units = []
@@ -105,8 +126,9 @@ def make_synthetic_run(root: Path, *, settings=("gridpg", "difull"), models=("to
                     units.append(unit)
     store.merge(units)
     store.write_json("config.json", {"seed": 0, "grids": {"n": N}, "evaluation": {"settings": list(settings)}})
-    store.write_json("meta.json", {"attreval": "0.1.0", "torch": torch.__version__, "device": "cpu", "seed": 0,
-                                   "seconds": 1.5, "python": "3.x"})
+    store.write_json(
+        "meta.json", {"attreval": "0.1.0", "torch": torch.__version__, "device": "cpu", "seed": 0, "seconds": 1.5, "python": "3.x"}
+    )
     return store
 
 
@@ -125,10 +147,10 @@ def test_report_has_every_figure_and_table(full_run):
     page = out.read_text()
     assert out == store.root / "report.html"
     images = _images(page)
-    expected = {"toy_vgg__boxplots.png", "toy_vgg__smoothing.png", "toy_vgg__correlation.png",
-                "correlation_reference.png"}
-    expected |= {f"toy_vgg__{s}__{lay}__{kind}.png" for s in ("gridpg", "difull")
-                 for lay in ("input", "final") for kind in ("aggatt", "examples")}
+    expected = {"toy_vgg__boxplots.png", "toy_vgg__smoothing.png", "toy_vgg__correlation.png", "correlation_reference.png"}
+    expected |= {
+        f"toy_vgg__{s}__{lay}__{kind}.png" for s in ("gridpg", "difull") for lay in ("input", "final") for kind in ("aggatt", "examples")
+    }
     assert {Path(src).name for src in images} == expected
     for src in images:  # relative links to existing PNG files
         assert not src.startswith(("/", "file:", "data:"))
@@ -136,9 +158,23 @@ def test_report_has_every_figure_and_table(full_run):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (store.root / "report").iterdir()) == sorted(expected)
     # tables: metadata, medians per method × setting/layer, correlations, Tables 1–2 analogue, cost hook
-    for text in ("Run metadata", torch.__version__, "Median localization score", "Grad-CAM", "IntGrad",
-                 "GridPG", "DiFull", "Spearman", "S-IntGrad", "S-IxG", "Orig", "K=129",
-                 "Computational cost", "costs.parquet", "How to read"):
+    for text in (
+        "Run metadata",
+        torch.__version__,
+        "Median localization score",
+        "Grad-CAM",
+        "IntGrad",
+        "GridPG",
+        "DiFull",
+        "Spearman",
+        "S-IntGrad",
+        "S-IxG",
+        "Orig",
+        "K=129",
+        "Computational cost",
+        "costs.parquet",
+        "How to read",
+    ):
         assert text in page, text
     # metadata, medians, correlation matrix, Tables 1–2 analogue
     assert page.count("<table") >= 4
@@ -148,15 +184,20 @@ def test_median_table_matches_results(full_run):
     store, out = full_run
     results = store.results()
     page = out.read_text()
-    rows = results[(results["method"] == "grad_cam") & (results["setting"] == "difull")
-                   & (results["layer"] == "final") & (results["kernel_size"] == 0)]
+    rows = results[
+        (results["method"] == "grad_cam") & (results["setting"] == "difull") & (results["layer"] == "final") & (results["kernel_size"] == 0)
+    ]
     assert f"{rows['score'].median():.3f}" in page
 
 
 def test_partial_run_skips_with_notes(tmp_path):
     make_synthetic_run(
-        tmp_path, settings=("difull",), methods=("grad", "grad_cam"), layers=("input", "final"),
-        skip={("difull", "final", "grad")}, no_maps={("difull", "input", "grad_cam")},
+        tmp_path,
+        settings=("difull",),
+        methods=("grad", "grad_cam"),
+        layers=("input", "final"),
+        skip={("difull", "final", "grad")},
+        no_maps={("difull", "input", "grad_cam")},
     )
     (tmp_path / "meta.json").unlink()
     out = write_report(tmp_path)
@@ -193,8 +234,13 @@ def test_aggatt_from_run_uses_stored_scores_and_columns(full_run):
     store, _ = full_run
     results = store.results()
     a = aggatt_run.aggatt_from_run(store, "toy_vgg", "difull", "input", "grad", cell=3, results=results)
-    rows = results[(results["setting"] == "difull") & (results["layer"] == "input") & (results["method"] == "grad")
-                   & (results["kernel_size"] == 0) & (results["cell"] == 3)].sort_values("grid")
+    rows = results[
+        (results["setting"] == "difull")
+        & (results["layer"] == "input")
+        & (results["method"] == "grad")
+        & (results["kernel_size"] == 0)
+        & (results["cell"] == 3)
+    ].sort_values("grid")
     np.testing.assert_array_equal(a.scores, rows["score"].to_numpy(np.float32))
     assert (a.scores == 1).all()  # disconnected grad: every score is exactly 1, so order is by inside mass
     assert np.all(np.diff(a.inside[a.order]) <= 0)
@@ -209,8 +255,9 @@ def test_report_shows_sample_sizes_class_names_and_the_hidden_layer_note(full_ru
     store, out = full_run
     page = out.read_text()
     results = store.results()
-    gridpg = results[(results["setting"] == "gridpg") & (results["method"] == "grad") & (results["layer"] == "input")
-                     & (results["kernel_size"] == 0)]
+    gridpg = results[
+        (results["setting"] == "gridpg") & (results["method"] == "grad") & (results["layer"] == "input") & (results["kernel_size"] == 0)
+    ]
     assert f"{gridpg['score'].median():.3f} (n={len(gridpg)})" in page  # median tables: n maps
     assert "Each ρ is over n=200 paired instances" in page  # 50 grids × 4 cells
     assert re.search(r"n instances</th>", page) and "n=200" in page
@@ -234,13 +281,14 @@ def test_native_scores_tell_the_upsampling_leak_from_leakage(full_run):
     assert (leaky["native"] < 1).mean() > 0.9
     maps = store.maps("toy_vgg", "difull", "final", "grad_cam").astype(np.float32)
     column = [0, 3].index(int(leaky["cell"].iloc[0]))
-    by_hand = localization_parts(torch.from_numpy(maps[:1, column:column + 1]), N, torch.tensor([[leaky["cell"].iloc[0]]]))
+    by_hand = localization_parts(torch.from_numpy(maps[:1, column : column + 1]), N, torch.tensor([[leaky["cell"].iloc[0]]]))
     assert leaky["native"].iloc[0] == pytest.approx(float(score_from_parts(*by_hand)), abs=1e-6)
 
 
 def test_small_runs_get_sample_size_notes(tmp_path):
-    store = make_synthetic_run(tmp_path, settings=("gridpg", "difull"), methods=("grad", "grad_cam"), layers=("input", "final"),
-                               grids=(5, 6))
+    store = make_synthetic_run(
+        tmp_path, settings=("gridpg", "difull"), methods=("grad", "grad_cam"), layers=("input", "final"), grids=(5, 6)
+    )
     page = write_report(store.root, dpi=40).read_text()
     assert "small sample: 5 maps of the target cell" in page and "ask for [grids] gridpg = 50 or more" in page
     assert "small sample: 6 maps" in page and "[grids] disconnected = 50 or more" in page
@@ -270,11 +318,22 @@ def test_report_and_aggatt_read_through_load_run(full_run):
 
 
 def _chromium(args: list[str], profile: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--virtual-time-budget=5000"]
-    return subprocess.run([str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "HOME": str(profile)})
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+    ]
+    return subprocess.run(
+        [str(CHROMIUM), *flags, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, "HOME": str(profile)}
+    )
 
 
 def _browser_check(report: Path, profile: Path) -> tuple[int, int, list[str]]:
@@ -298,8 +357,14 @@ def test_report_in_headless_chromium(full_run, tmp_path):
     assert (images, broken) == (expected, 0)
     assert console == []
     dom = _chromium(["--dump-dom", out.resolve().as_uri()], tmp_path / "profile").stdout
-    for text in ("(n=200)", "Each ρ is over n=200 paired instances", "Maps per bin", "class", "Below the input it is not",
-                 "upsampling leak or real leakage"):
+    for text in (
+        "(n=200)",
+        "Each ρ is over n=200 paired instances",
+        "Maps per bin",
+        "class",
+        "Below the input it is not",
+        "upsampling leak or real leakage",
+    ):
         assert text in dom, text  # rendered, not only in the source
     shot = store.root / "report_screenshot.png"
     run = _chromium([f"--screenshot={shot}", "--window-size=1400,4000", out.resolve().as_uri()], tmp_path / "profile")

@@ -1,4 +1,5 @@
 """The settings' guarantees (PAPER.md §1) on torchvision VGG11 and ResNet18 with random weights."""
+
 import pytest
 import torch
 import torchvision
@@ -66,7 +67,7 @@ def test_gridpg_vgg_averages_the_sliding_windows(vgg11):
     staged = split_model(vgg11)
     features = torch.randn(1, 512, 14, 14)
     with torch.no_grad():
-        windows = [vgg11.classifier(features[:, :, i:i + 7, j:j + 7].flatten(1)) for i in range(8) for j in range(8)]
+        windows = [vgg11.classifier(features[:, :, i : i + 7, j : j + 7].flatten(1)) for i in range(8) for j in range(8)]
         assert torch.allclose(staged.grid_head(features), torch.stack(windows).mean(0), atol=1e-5)
 
 
@@ -171,7 +172,9 @@ def test_difull_regions_are_the_head_cells(resnet18):
 @pytest.mark.parametrize("setting", ["gridpg", "difull", "dipart"])
 def test_tail_modules_cover_the_classifier_and_the_later_stages(vgg11, setting):
     tail = make_setting(setting, vgg11, 2).tail("final", (0,))
-    linear_weights = {m.weight.data_ptr() for mod in tail.modules for m in mod.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))}
+    linear_weights = {
+        m.weight.data_ptr() for mod in tail.modules for m in mod.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))
+    }
     # every classifier layer (as the Linear itself or its sliding Conv2d view) and the last max-pool's stage
     assert {m.weight.data_ptr() for m in vgg11.classifier if isinstance(m, torch.nn.Linear)} <= linear_weights
     assert any(isinstance(m, torch.nn.MaxPool2d) for mod in tail.modules for m in mod.modules())

@@ -1,4 +1,5 @@
 """Gaussian smoothing of maps (PAPER.md §6.1) and the SmoothGrad baseline (§6.3)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -123,9 +124,7 @@ def test_smoothgrad_is_the_mean_over_noisy_samples(vgg):
     """Against a loop over samples: sample i of example b is x_b + σ_b·ε_i, σ_b = level·range(x_b)."""
     x, y = grids()
     level, samples, seed = 0.2, 4, 3
-    maps = attreval.attribute(
-        vgg, x, y, "smoothgrad", n=1, base="input_x_grad", noise_level=level, num_samples=samples, seed=seed
-    )
+    maps = attreval.attribute(vgg, x, y, "smoothgrad", n=1, base="input_x_grad", noise_level=level, num_samples=samples, seed=seed)
     eps = torch.randn((samples, 3, 16, 16), generator=torch.Generator().manual_seed(seed))
     sigma = level * (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3)))
     loop = [attreval.attribute(vgg, x + sigma.view(-1, 1, 1, 1) * e, y, "input_x_grad", n=1) for e in eps]

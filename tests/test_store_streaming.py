@@ -1,6 +1,7 @@
 """Maps streamed to the store batch by batch (`MapWriter`): memory flat in the number of grids, the same
 table and maps whatever the batch size, the float16 → float32 switch, and no maps file from a failed or
 killed unit."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,8 +30,15 @@ KEY = ["model", "setting", "layer", "method", "kernel_size", "grid", "cell", "he
 F16_MAX = float(np.finfo(np.float16).max)
 
 
-def _config(tmp: Path, batch_size: int, *, store_maps: bool = True, settings=("gridpg", "difull"),
-            layers=("input", "final"), methods=("grad", "input_x_grad", "grad_cam")):
+def _config(
+    tmp: Path,
+    batch_size: int,
+    *,
+    store_maps: bool = True,
+    settings=("gridpg", "difull"),
+    layers=("input", "final"),
+    methods=("grad", "input_x_grad", "grad_cam"),
+):
     body = f"""
 [evaluation]
 settings = {json.dumps(list(settings))}
@@ -62,12 +70,15 @@ class Spy:
                 maps = method(task)
                 self.method.append(len(maps))
                 return maps
+
             return spied
 
         mp.setattr(attreval.run, "resolve_method", resolve_spy)
         mp.setattr(attreval.run, "localization_parts", lambda maps, *a: self.scored.append(len(maps)) or parts(maps, *a))
         mp.setattr(attreval.run, "smooth_maps", lambda maps, *a: self.smoothed.append(len(maps)) or smooth(maps, *a))
-        mp.setattr(MapWriter, "write", lambda w, start, batch: self.writes.append((w.path.stem, start, len(batch))) or write(w, start, batch))
+        mp.setattr(
+            MapWriter, "write", lambda w, start, batch: self.writes.append((w.path.stem, start, len(batch))) or write(w, start, batch)
+        )
         mp.setattr(store_module, "_write_rows", lambda path, start, r: self.rows.append(len(r)) or rows(path, start, r))
 
 
@@ -99,7 +110,7 @@ def test_batch_size_changes_neither_table_nor_maps(runs):
         a, b = np.load(runs[2].root / "maps" / name), np.load(runs[64].root / "maps" / name)
         assert a.dtype == b.dtype == np.float16 and a.shape == b.shape and a.shape[0] == GRIDS
         # equal up to one float16 rounding step: the method's batched arithmetic differs in float32's last bits
-        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=2 ** -10, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=2**-10, atol=1e-7, err_msg=name)
     assert not list(runs[2].root.rglob("*.tmp")) and not list(runs[64].root.rglob("*.tmp"))
 
 
@@ -148,7 +159,7 @@ def test_writer_float16_file_is_byte_identical_to_a_whole_array_save(tmp_path):
     _save_npy(whole, maps)
     with MapWriter(tmp_path / "streamed.npy", 5) as writer:
         for start in range(0, 5, 2):
-            writer.write(start, maps[start:start + 2])
+            writer.write(start, maps[start : start + 2])
         writer.commit()
     assert (tmp_path / "streamed.npy").read_bytes() == whole.read_bytes()
     assert np.load(whole).dtype == np.float16
@@ -177,6 +188,7 @@ def test_run_switches_a_unit_to_float32_when_a_later_batch_overflows(tmp_path, m
             maps = maps * (1e6 / maps.abs().max()) if len(seen) == 1 else maps  # the second batch: |max| = 10⁶
             seen.append(maps.detach().cpu().numpy().copy())
             return maps
+
         return scaled
 
     monkeypatch.setattr(attreval.run, "resolve_method", huge_second_batch)
@@ -199,6 +211,7 @@ def test_failed_unit_leaves_no_maps_file(tmp_path, monkeypatch):
             maps = method(task)
             calls.append(name)
             return maps * torch.nan if name == "grad_cam" and calls.count(name) == 2 else maps
+
         return failing
 
     monkeypatch.setattr(attreval.run, "resolve_method", nan_in_second_cam_batch)
@@ -225,8 +238,9 @@ with writer:
     writer.write(2, np.full((1, 1, 2, 2), 1e6, np.float32))  # a switch to float32 too
     os.kill(os.getpid(), signal.SIGKILL)  # no clean-up code runs
 """
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     store = RunStore(tmp_path)
     left = [p.name for p in (tmp_path / "maps").iterdir()]
@@ -253,21 +267,29 @@ def test_out_of_memory_halves_chunk_size_and_gives_the_same_table(tmp_path, monk
         return call
 
     config = _config(tmp_path / "a", 2, methods=("int_grad",), layers=("input",))
-    expected = run(dataclasses.replace(config, evaluation=dataclasses.replace(config.evaluation, chunk_size=16)),
-                   tmp_path / "expected", progress=False)
+    expected = run(
+        dataclasses.replace(config, evaluation=dataclasses.replace(config.evaluation, chunk_size=16)), tmp_path / "expected", progress=False
+    )
     monkeypatch.setattr(attreval.run, "resolve_method", tight)
     with caplog.at_level("WARNING"):
         got = run(config, tmp_path / "got", progress=False)
     pd.testing.assert_frame_equal(got.results(), expected.results())
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "got" / "costs.parquet")[["forward_passes", "backward_passes"]],
-                                  pd.read_parquet(tmp_path / "expected" / "costs.parquet")[["forward_passes", "backward_passes"]])
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "got" / "costs.parquet")[["forward_passes", "backward_passes"]],
+        pd.read_parquet(tmp_path / "expected" / "costs.parquet")[["forward_passes", "backward_passes"]],
+    )
     assert chunks_seen == [64, 32, 16, 16] * 2  # per unit: halved twice, kept for its second batch
     assert "out of memory with chunk_size 64; retrying with 32" in caplog.text
 
 
 def test_out_of_memory_at_chunk_size_one_is_a_one_line_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(attreval.run, "resolve_method", lambda *a, **k: lambda task: (_ for _ in ()).throw(
-        RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 bytes")))
+    monkeypatch.setattr(
+        attreval.run,
+        "resolve_method",
+        lambda *a, **k: (
+            lambda task: (_ for _ in ()).throw(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 bytes"))
+        ),
+    )
     with pytest.raises(ValueError, match=r"to fit in memory with chunk_size 1, got out of memory; lower batch_size"):
         run(_config(tmp_path / "c", 2, methods=("grad",), layers=("input",)), tmp_path / "out", progress=False)
 

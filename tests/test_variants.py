@@ -1,4 +1,5 @@
 """Method variants ([variants.NAME]) in the run config, and the SmoothGrad noise sweep (PAPER.md §6.3)."""
+
 import json
 
 import pandas as pd
@@ -22,11 +23,13 @@ def with_(**sections):
 
 
 def test_variants_parse_resolve_and_restrict():
-    config = parse_config(with_(
-        methods={"smoothgrad": {"num_samples": 3}},
-        variants={"sg_ixg_20": {**SG, "layers": ["input"], "settings": ["gridpg"]}},
-        evaluation={"layers": ["input", "final"], "settings": ["gridpg", "difull"]},
-    ))
+    config = parse_config(
+        with_(
+            methods={"smoothgrad": {"num_samples": 3}},
+            variants={"sg_ixg_20": {**SG, "layers": ["input"], "settings": ["gridpg"]}},
+            evaluation={"layers": ["input", "final"], "settings": ["gridpg", "difull"]},
+        )
+    )
     assert config.method_names()[-1] == "sg_ixg_20" and "smoothgrad" in config.method_names()
     # variant options go on top of [methods.smoothgrad]
     assert config.method_options("sg_ixg_20") == ("smoothgrad", {"num_samples": 3, "base": "input_x_grad", "noise_level": 0.2})
@@ -42,7 +45,7 @@ def test_variants_parse_resolve_and_restrict():
         ({"v": {"method": "smothgrad"}}, "unknown method in [variants.v] 'smothgrad' (did you mean 'smoothgrad'?)"),
         ({"v": {"method": "smoothgrad", "noise": 0.1}}, "unknown option 'noise' for SmoothGrad (did you mean 'noise_level'?)"),
         ({"v": {"method": "smoothgrad", "base": "input_x_gradd"}}, "(did you mean 'input_x_grad'?)"),
-        ({"v": {"noise_level": 0.1}}, "expected a method = \"…\" key in [variants.v]"),
+        ({"v": {"noise_level": 0.1}}, 'expected a method = "…" key in [variants.v]'),
         ({"v": {**SG, "layers": ["inptu"]}}, "(did you mean 'input'?)"),
         ({"v": {**SG, "settings": "gridpg"}}, "expected a list for [variants.v] settings"),
         ({"Bad-Name": SG}, "expected a snake_case variant name"),
@@ -66,7 +69,9 @@ def test_embedded_default_has_the_input_layer_sweep():
     assert all(v.layers == ("input",) for v in config.variants.values())
 
 
-TINY = tiny_run_config(1, """
+TINY = tiny_run_config(
+    1,
+    """
 [evaluation]
 settings = ["gridpg", "difull"]
 layers = ["input", "final"]
@@ -80,7 +85,8 @@ num_samples = 3
 method = "smoothgrad"
 noise_level = 0.3
 layers = ["input"]
-""")
+""",
+)
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +140,17 @@ def test_sweep_analysis_figure_and_report(sweep_run):
 
 
 def test_sweep_is_empty_without_smoothgrad():
-    results = pd.DataFrame({"model": ["m"], "setting": ["gridpg"], "layer": ["input"], "method": ["grad"],
-                            "kernel_size": [0], "kernel_ref": [0], "score": [0.5]})
+    results = pd.DataFrame(
+        {
+            "model": ["m"],
+            "setting": ["gridpg"],
+            "layer": ["input"],
+            "method": ["grad"],
+            "kernel_size": [0],
+            "kernel_ref": [0],
+            "score": [0.5],
+        }
+    )
     assert smoothgrad_sweep(results, {"methods": {}, "variants": {}}, "m").empty
     with pytest.raises(ValueError, match="expected SmoothGrad sweep rows"):
         plots.smoothgrad_sweep_figure(smoothgrad_sweep(results, {}, "m"))

@@ -1,4 +1,5 @@
 """Vision Transformers in the three settings (docs/transformers.md): token maps, reproduction, locality."""
+
 import pytest
 import torch
 from timm.models.deit import VisionTransformerDistilled
@@ -22,8 +23,9 @@ VARIANTS = {
 
 def distilled(dynamic=False):
     torch.manual_seed(0)
-    model = VisionTransformerDistilled(img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2, mlp_ratio=2,
-                                       num_classes=10, dynamic_img_size=dynamic)
+    model = VisionTransformerDistilled(
+        img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=2, mlp_ratio=2, num_classes=10, dynamic_img_size=dynamic
+    )
     return _shake(model, 0)
 
 
@@ -148,14 +150,18 @@ def test_dipart_class_token_rule_is_the_classifier_on_the_mean_of_the_cell_token
     reference = tiny_vit(dynamic=True, **VARIANTS["cls_reg"])
     reference.load_state_dict(model.state_dict())
     with torch.no_grad():
-        tokens = reference.eval().forward_features(grids)[:, reference.num_prefix_tokens:]  # (B, 64, D) normed
+        tokens = reference.eval().forward_features(grids)[:, reference.num_prefix_tokens :]  # (B, 64, D) normed
         side = grids.shape[-1] // 8
         grid = tokens.view(2, side, side, -1)
         half = side // N
-        expected = torch.stack([
-            model.head(model.fc_norm(grid[:, r * half:(r + 1) * half, c * half:(c + 1) * half].mean(dim=(1, 2))))
-            for r in range(N) for c in range(N)
-        ], 1)
+        expected = torch.stack(
+            [
+                model.head(model.fc_norm(grid[:, r * half : (r + 1) * half, c * half : (c + 1) * half].mean(dim=(1, 2))))
+                for r in range(N)
+                for c in range(N)
+            ],
+            1,
+        )
         got = make_setting("dipart", model, N).logits(grids, heads=range(N * N))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 

@@ -6,6 +6,7 @@ in DiFull the input-layer gradient of head h is exactly zero outside cell h; Gri
 input / middle / final for a gradient, a CAM and a perturbation method with finite, non-trivial maps.
 Families are kept small (fewer blocks, narrower widths, 32-px cells) so the whole file takes seconds per model.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,8 +46,20 @@ ZOO = [
     ("resnext", lambda: resnet.ResNet(resnet.Bottleneck, [1, 1, 1, 1], groups=4, width_per_group=8, num_classes=K), 32, "resnet"),
     ("wide_resnet", lambda: resnet.ResNet(resnet.Bottleneck, [1, 1, 1, 1], width_per_group=32, num_classes=K), 32, "resnet"),
     ("densenet", lambda: densenet.DenseNet(8, (2, 2, 2, 2), 16, num_classes=K), 32, "graph"),
-    ("convnext", lambda: convnext.ConvNeXt([convnext.CNBlockConfig(16, 32, 1), convnext.CNBlockConfig(32, 64, 1),
-                                            convnext.CNBlockConfig(64, 128, 1), convnext.CNBlockConfig(128, None, 1)], num_classes=K), 32, "graph"),
+    (
+        "convnext",
+        lambda: convnext.ConvNeXt(
+            [
+                convnext.CNBlockConfig(16, 32, 1),
+                convnext.CNBlockConfig(32, 64, 1),
+                convnext.CNBlockConfig(64, 128, 1),
+                convnext.CNBlockConfig(128, None, 1),
+            ],
+            num_classes=K,
+        ),
+        32,
+        "graph",
+    ),
     ("efficientnet_b0", tv("efficientnet_b0"), 32, "graph"),
     ("efficientnet_v2_s", tv("efficientnet_v2_s"), 32, "graph"),
     ("googlenet", tv("googlenet", aux_logits=False, init_weights=False), 32, "graph"),
@@ -146,7 +159,9 @@ def test_a_wrong_split_is_refused_with_the_largest_difference():
     from attreval.models.staged import StagedModel
 
     model = tiny_resnet()
-    bad = StagedModel((("conv1", nn.Sequential(model.conv1, model.bn1)),), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, K)), None)
+    bad = StagedModel(
+        (("conv1", nn.Sequential(model.conv1, model.bn1)),), nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, K)), None
+    )
     with pytest.raises(ValueError, match="largest difference"):
         bad.verify(model, torch.randn(1, 3, 16, 16))
 

@@ -1,4 +1,5 @@
 """Tiny VGG-like and ResNet-like models in the torchvision layout, for fast tests (random weights)."""
+
 from __future__ import annotations
 
 import torch
@@ -13,14 +14,23 @@ class TinyVGG(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(2 * w, 2 * w, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, w, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 2 * w, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
         self.avgpool = nn.Identity()
         self.classifier = nn.Sequential(
-            nn.Linear(4 * w * 2 * 2, 16), nn.ReLU(inplace=True), nn.Dropout(),
+            nn.Linear(4 * w * 2 * 2, 16),
+            nn.ReLU(inplace=True),
+            nn.Dropout(),
             nn.Linear(16, num_classes),
         )
 

@@ -4,6 +4,7 @@ Implements the evaluation system of Rao, Böhle & Schiele, "Towards Better Under
 Methods" (CVPR 2022; arXiv 2303.11884): GridPG / DiFull / DiPart settings, ML-Att, the localization
 score, AggAtt, smoothing, correlation and cost analyses.
 """
+
 from attreval.api import attribute
 from attreval.grid import GridSpec
 from attreval.methods import METHODS, FunctionMethod, Method, Task

@@ -1,4 +1,5 @@
 """The library entry point: :func:`attribute` and the construction of a :class:`Task` for a setting."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

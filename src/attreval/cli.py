@@ -4,6 +4,7 @@ User errors (``ValueError``/``TypeError`` raised with "expected …, got …" me
 (``OSError``: a full disk, a read-only file system, a permission) become one line on stderr and exit code 2,
 with no traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,8 @@ import errno
 import logging
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 DEFAULT_OUT = "runs/default"
 
@@ -89,7 +90,7 @@ def _list(args: argparse.Namespace) -> int:
     if what in ("models", "all"):
         for name in MODELS.names():
             print(f"{name:16s} built-in (shipped weights)")
-        print("…and any torchvision classification CNN name or timm:NAME with local weights, or architecture = \"module:function\"")
+        print('…and any torchvision classification CNN name or timm:NAME with local weights, or architecture = "module:function"')
     if what in ("splitters", "all"):
         from attreval.models.splitters import SPLITTERS
 
@@ -100,9 +101,9 @@ def _list(args: argparse.Namespace) -> int:
 
 def _list_layers(args: argparse.Namespace) -> int:
     """``attreval list layers MODEL``: every layer of the split model with its activation shape."""
-    from attreval.models.loading import build_architecture
     import torch
 
+    from attreval.models.loading import build_architecture
     from attreval.models.splitters import describe_layers, in_channels, probe_input, split_model
 
     if not args.model:
@@ -178,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="with 'layers': a model name (resnet18, timm:efficientnet_b0, fashion_vgg …)")
     p.add_argument("--input-size", help="with 'layers': input size, e.g. 224 or 3x224x224 (default: the model's)")
     p.add_argument("--num-classes", type=int, default=0, help="with 'layers': classifier outputs (default 1000)")
-    p.add_argument("--architecture", help="with 'layers': a factory \"module:function\" or \"file.py:function\"")
+    p.add_argument("--architecture", help='with \'layers\': a factory "module:function" or "file.py:function"')
     p.set_defaults(func=_list)
 
     from attreval.train import configure_parser

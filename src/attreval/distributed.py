@@ -6,6 +6,7 @@ merges the parts at the end, giving the same table as a single process. Rank 0 a
 directory's lock (:mod:`attreval.lock`) for the whole run. Every worker ends when its launcher dies
 (:func:`die_with_parent`), so killing torchrun does not leave workers writing unsupervised.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -58,7 +59,7 @@ class Group:
 
     def shard(self, items: list) -> list:
         """This rank's share of ``items`` (round-robin)."""
-        return items[self.rank::self.world]
+        return items[self.rank :: self.world]
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
@@ -83,6 +84,7 @@ def die_with_parent(poll: float = 1.0) -> None:
         except (OSError, AttributeError):
             armed = False
     if not armed:
+
         def watch() -> None:
             while os.getppid() == parent:
                 time.sleep(poll)

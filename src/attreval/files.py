@@ -1,4 +1,5 @@
 """Atomic file writes: a temporary name beside the target, renamed into place (and recorded in a manifest)."""
+
 from __future__ import annotations
 
 import errno

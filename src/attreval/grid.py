@@ -4,6 +4,7 @@ PAPER.md §1.1: cell i spans rows ``(i // n) * cell_h …`` and columns ``(i % n
 The helpers here fold grids into batches of cells and back; the same geometry applies to any map
 resolution whose sides are divisible by n (activations at hidden layers, attribution maps).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -8,6 +8,7 @@ pid into the file so that a second process can say who holds it. Under torchrun 
 run, torchrun or not, is refused whole. ``flock`` on network file systems depends on the mount (NFS maps it
 to POSIX locks); on a local file system it is exact.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,10 @@ class RunLock:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise ValueError(f"expected no other attreval process on {self.root}, got pid {holder} holding {self.path}; "
-                             "wait for it to finish or stop it, then --resume") from None
+            raise ValueError(
+                f"expected no other attreval process on {self.root}, got pid {holder} holding {self.path}; "
+                "wait for it to finish or stop it, then --resume"
+            ) from None
         except BaseException:
             os.close(fd)
             raise

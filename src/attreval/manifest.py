@@ -17,6 +17,7 @@ unit's, another run's, another seed's grids) after it was recorded is reported b
 a file *and* its record is not caught), and it says nothing about a file damaged before it was hashed
 (in memory, or by the code that wrote it).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,7 @@ from typing import Any
 
 MANIFEST = "manifest"
 #: What ``attreval run`` writes and records, relative to the run directory (verify lists unrecorded ones).
-TRACKED = ("config.json", "meta.json", "results.parquet", "costs.parquet",
-           "grids/*.pt", "parts/*.parquet", "maps/*.npy", "timings/*.json")
+TRACKED = ("config.json", "meta.json", "results.parquet", "costs.parquet", "grids/*.pt", "parts/*.parquet", "maps/*.npy", "timings/*.json")
 #: Rebuilt at the end of every run, so ``--resume`` does not need them intact.
 REBUILT = ("results.parquet", "costs.parquet", "meta.json")
 
@@ -51,9 +51,11 @@ def grid_fingerprint(config: dict[str, Any], model_key: str, kind: str) -> dict[
     if grids["selection"] != "intersection":
         models = [m for m in models if (m.get("label") or m["name"]) == model_key]
     return {
-        "kind": kind, "seed": config["seed"], "data": config["data"], "models": models,
-        "grids": {"n": grids["n"], "count": grids[kind],
-                  "confidence": grids["confidence"], "selection": grids["selection"]},
+        "kind": kind,
+        "seed": config["seed"],
+        "data": config["data"],
+        "models": models,
+        "grids": {"n": grids["n"], "count": grids[kind], "confidence": grids["confidence"], "selection": grids["selection"]},
     }
 
 
@@ -81,11 +83,14 @@ class Manifest:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as err:
-            raise ValueError(f"expected a manifest record (JSON) at {where}, got an unreadable file ({err}); "
-                             f"delete it and {self.rel(path)} to recompute") from None
+            raise ValueError(
+                f"expected a manifest record (JSON) at {where}, got an unreadable file ({err}); delete it and {self.rel(path)} to recompute"
+            ) from None
         if not isinstance(record, dict) or not {"sha256", "bytes"} <= set(record):
-            raise ValueError(f"expected a manifest record with sha256 and bytes at {where}, got {str(record)[:80]}; "
-                             f"delete it and {self.rel(path)} to recompute")
+            raise ValueError(
+                f"expected a manifest record with sha256 and bytes at {where}, got {str(record)[:80]}; "
+                f"delete it and {self.rel(path)} to recompute"
+            )
         return record
 
     def has(self, path: Path) -> bool:
@@ -124,7 +129,9 @@ class Manifest:
         if size != record["bytes"]:
             return f"{self.rel(path)}: {size} bytes, expected {record['bytes']} (truncated or overwritten); {remedy(self.rel(path))}"
         if digest and sha256(path) != record["sha256"]:
-            return f"{self.rel(path)}: contents differ from the sha256 in its manifest record (damaged or replaced); {remedy(self.rel(path))}"
+            return (
+                f"{self.rel(path)}: contents differ from the sha256 in its manifest record (damaged or replaced); {remedy(self.rel(path))}"
+            )
         if fingerprint is not None:
             stored = record.get("fingerprint") or {}
             wanted = _jsonable(fingerprint)
@@ -157,8 +164,7 @@ def remedy(rel: str) -> str:
     return "delete it to recompute it with --resume"
 
 
-def verify_run(root: str | os.PathLike, *, skip: tuple[str, ...] = (), missing_ok: bool = False,
-               strict: bool = False) -> list[str]:
+def verify_run(root: str | os.PathLike, *, skip: tuple[str, ...] = (), missing_ok: bool = False, strict: bool = False) -> list[str]:
     """Check a run directory against its manifest; returns one line per bad file (empty: all good).
 
     Every recorded file must exist (unless ``missing_ok``: ``--resume`` recomputes deleted files) and match
@@ -186,8 +192,10 @@ def verify_run(root: str | os.PathLike, *, skip: tuple[str, ...] = (), missing_o
                 if problem is not None:
                     problems.append(problem)
     if strict:
-        problems += [f"{manifest.rel(p)}: no manifest record (an unfinished write, or not written by attreval run); "
-                     f"{remedy(manifest.rel(p))}" for p in manifest.unrecorded()]
+        problems += [
+            f"{manifest.rel(p)}: no manifest record (an unfinished write, or not written by attreval run); {remedy(manifest.rel(p))}"
+            for p in manifest.unrecorded()
+        ]
     return problems
 
 

@@ -1,4 +1,5 @@
 """A unit's maps on disk: a memory-mappable ``.npy`` streamed batch by batch (float16 while every value fits)."""
+
 from __future__ import annotations
 
 import errno
@@ -81,7 +82,7 @@ class MapWriter:
             shape = np.lib.format.open_memmap(self.tmp, mode="r").shape
             _create_npy(wide, np.float32, shape)
             for start in range(0, self.written, step):
-                _write_rows(wide, start, np.lib.format.open_memmap(self.tmp, mode="r")[start:start + step])
+                _write_rows(wide, start, np.lib.format.open_memmap(self.tmp, mode="r")[start : start + step])
             os.replace(wide, self.tmp)
         finally:
             wide.unlink(missing_ok=True)
@@ -129,7 +130,7 @@ def _write_rows(path: Path, start: int, rows: np.ndarray) -> None:
     array = np.lib.format.open_memmap(path, mode="r+")
     if array.shape[1:] != rows.shape[1:]:
         raise ValueError(f"expected maps of shape (B, {', '.join(map(str, array.shape[1:]))}), got {rows.shape}")
-    array[start:start + len(rows)] = rows
+    array[start : start + len(rows)] = rows
 
 
 def _fits_float16(maps: np.ndarray) -> bool:

@@ -11,6 +11,7 @@ maps' own scale (summed over the upsampled grid image), as in the authors' code,
 scale also score 0 (in the embedded default: 15 RISE maps at fashion_resnet's middle layer, where the
 target's softmax under the masks is ~1e-10); ``threshold=0.0`` keeps only exact zeros out.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,9 +40,7 @@ def cell_masses(maps: Tensor, n: int, size: tuple[int, int] | None = None) -> Te
     return positive.view(b, t, n, h, n, w).sum(dim=(3, 5)).view(b, t, n * n)
 
 
-def localization_parts(
-    maps: Tensor, n: int, cells: Tensor, size: tuple[int, int] | None = None
-) -> tuple[Tensor, Tensor]:
+def localization_parts(maps: Tensor, n: int, cells: Tensor, size: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
     """Positive mass inside the target cell and in total, each ``(B, T)`` float32."""
     masses = cell_masses(maps, n, size)
     cells = _check_cells(cells, masses.shape[:2], n)
@@ -49,9 +48,7 @@ def localization_parts(
     return inside, masses.sum(dim=2)
 
 
-def localization_score(
-    maps: Tensor, n: int, cells: Tensor, size: tuple[int, int] | None = None, threshold: float = ZERO_MASS
-) -> Tensor:
+def localization_score(maps: Tensor, n: int, cells: Tensor, size: tuple[int, int] | None = None, threshold: float = ZERO_MASS) -> Tensor:
     """Localization score L = positive mass in the target cell ÷ total positive mass (PAPER.md Eq. 1).
 
     Args:
@@ -82,6 +79,8 @@ def score_from_parts(inside: Tensor, total: Tensor, threshold: float = ZERO_MASS
         raise ValueError(f"expected a zero-mass threshold ≥ 0, got {threshold!r}")
     keep = total > threshold
     return torch.where(keep, inside / total.clamp(min=torch.finfo(total.dtype).tiny), torch.zeros_like(total))
+
+
 def native_localization_score(maps: Tensor, n: int, cells: Tensor) -> Tensor:
     """The localization score of maps at their **native** resolution, with no upsampling: the check that tells
     the upsampling leak from real leakage at hidden layers.

@@ -11,6 +11,7 @@ Everything is read lazily, on first use, and cached: the tables as pandas DataFr
 :class:`~attreval.config.RunConfig` the run resolved, the grids as :class:`~attreval.data.GridDataset`
 (memory-mapped: the one place the grid file format lives), the maps as read-only memory maps.
 """
+
 from __future__ import annotations
 
 import os
@@ -145,8 +146,9 @@ class Run:
         """The finished units, from their part files."""
         return list(self.store.units())
 
-    def native_scores(self, model: str, setting: str, layer: str, method: str, *, kernel_ref: int = 0,
-                      chunk_size: int = 64) -> pd.DataFrame:
+    def native_scores(
+        self, model: str, setting: str, layer: str, method: str, *, kernel_ref: int = 0, chunk_size: int = 64
+    ) -> pd.DataFrame:
         """The unit's rows at ``kernel_ref`` with a ``native`` column: the localization score of each stored
         map at its native resolution (:func:`attreval.metric.native_localization_score`), smoothed as the
         rows were. ``score`` below 1 with ``native`` = 1 is the upsampling leak of a hidden layer, not
@@ -160,7 +162,7 @@ class Run:
         cells = map_columns(rows)
         native = []
         for start in range(0, len(maps), chunk_size):
-            part = torch.from_numpy(np.array(maps[start:start + chunk_size], dtype=np.float32))
+            part = torch.from_numpy(np.array(maps[start : start + chunk_size], dtype=np.float32))
             part = smooth_maps(part, kernel) if kernel else part
             native.append(native_localization_score(part, n, torch.tensor(cells).expand(len(part), -1)))
         scores = torch.cat(native).numpy()  # (G, T)

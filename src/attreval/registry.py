@@ -3,6 +3,7 @@
 One registry per kind of thing (methods, settings, models). The CLI choices, the docs tables and the
 test parametrisation all read the same registry, so a name is written exactly once.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -24,9 +25,7 @@ def did_you_mean(name: str, choices: list[str]) -> str:
 
 def unknown_name_error(kind: str, name: str, choices: list[str]) -> ValueError:
     """A one-line ``ValueError`` naming the valid choices and the closest match."""
-    return ValueError(
-        f"unknown {kind} '{name}'{did_you_mean(name, choices)}; expected one of: {', '.join(choices)}"
-    )
+    return ValueError(f"unknown {kind} '{name}'{did_you_mean(name, choices)}; expected one of: {', '.join(choices)}")
 
 
 class Registry(Generic[T]):

@@ -4,6 +4,7 @@ Data flow: dataset → confident images → grid datasets (per model) → for ev
 (model, setting, layer, method): activations → method → maps → (smoothed maps) → localization
 scores → one part of the results table + the maps, written atomically.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,7 +41,9 @@ from attreval.store import RunStore, Unit
 log = logging.getLogger(__name__)
 
 
-def make_grids(store: RunStore, config: RunConfig, models: dict[str, nn.Module], device: torch.device) -> dict[tuple[str, str], GridDataset]:
+def make_grids(
+    store: RunStore, config: RunConfig, models: dict[str, nn.Module], device: torch.device
+) -> dict[tuple[str, str], GridDataset]:
     """Grid datasets per (model key, kind), built once and cached in the run directory."""
     kinds = {}  # grid kind → (count, repeated corners), for the kinds the selected settings evaluate
     for name in config.evaluation.settings:
@@ -58,8 +61,15 @@ def make_grids(store: RunStore, config: RunConfig, models: dict[str, nn.Module],
             if not store.has_grids(path):  # missing, or unfinished (no manifest record)
                 dataset = dataset if dataset is not None else load_dataset(**vars(config.data))
                 built = build_grid_dataset(
-                    dataset, group, config.grids.n, count, threshold=config.grids.confidence,
-                    repeat_corners=repeat, seed=config.seed, device=device, rule=config.grids.images,
+                    dataset,
+                    group,
+                    config.grids.n,
+                    count,
+                    threshold=config.grids.confidence,
+                    repeat_corners=repeat,
+                    seed=config.seed,
+                    device=device,
+                    rule=config.grids.images,
                 )
                 store.save_grids(path, built, fingerprint)
             grids[key, kind] = store.load_grids(path, fingerprint, config.seed)
@@ -108,14 +118,22 @@ def plan_units(config: RunConfig) -> list[Unit]:
     e = config.evaluation
     return [
         Unit(m.key, s, layer, method)
-        for m in config.models for s in e.settings for layer in e.layers for method in config.method_names()
+        for m in config.models
+        for s in e.settings
+        for layer in e.layers
+        for method in config.method_names()
         if config.applies(method, s, layer)  # variants may be restricted to some settings / layers
     ]
 
 
 def evaluate_unit(
-    unit: Unit, model: nn.Module, grids: GridDataset, config: RunConfig, device: torch.device,
-    counter: PassCounter | None = None, sink: Callable[[int, np.ndarray], None] | None = None,
+    unit: Unit,
+    model: nn.Module,
+    grids: GridDataset,
+    config: RunConfig,
+    device: torch.device,
+    counter: PassCounter | None = None,
+    sink: Callable[[int, np.ndarray], None] | None = None,
 ) -> pd.DataFrame:
     """Result rows of one unit, computed ``batch_size`` grids at a time so memory stays flat in the number of grids.
 
@@ -133,15 +151,18 @@ def evaluate_unit(
     for start in range(0, len(grids), e.batch_size):
         maps, chunk = _fitting_batch_maps(unit, method, setting, grids, slice(start, start + e.batch_size), heads, chunk, device, counter)
         variants = _variants(unit, maps.shape[-1], config)
-        parts.append([
-            localization_parts(maps if kernel == 0 else smooth_maps(maps, kernel), n, cells.expand(len(maps), -1), size)
-            for kernel, _ in variants
-        ])
+        parts.append(
+            [
+                localization_parts(maps if kernel == 0 else smooth_maps(maps, kernel), n, cells.expand(len(maps), -1), size)
+                for kernel, _ in variants
+            ]
+        )
         if sink is not None:
             sink(start, maps.numpy())
         del maps  # before the next batch's maps are computed
-    frames = [_rows(unit, setting, grids, heads, kernel, ref, inside, total)
-              for (kernel, ref), (inside, total) in zip(variants, _join(parts))]
+    frames = [
+        _rows(unit, setting, grids, heads, kernel, ref, inside, total) for (kernel, ref), (inside, total) in zip(variants, _join(parts))
+    ]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -155,8 +176,9 @@ def is_out_of_memory(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or (isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
 
 
-def _fitting_batch_maps(unit: Unit, method, setting, grids: GridDataset, batch: slice, heads, chunk: int,
-                        device: torch.device, counter: PassCounter | None) -> tuple[torch.Tensor, int]:
+def _fitting_batch_maps(
+    unit: Unit, method, setting, grids: GridDataset, batch: slice, heads, chunk: int, device: torch.device, counter: PassCounter | None
+) -> tuple[torch.Tensor, int]:
     """:func:`_batch_maps` with at most ``chunk`` inputs per forward, halving it after an out-of-memory error
     (the maps do not depend on it); returns the maps and the chunk size that fitted, kept for later batches.
     Passes of a failed attempt are not counted."""
@@ -179,8 +201,9 @@ def _fitting_batch_maps(unit: Unit, method, setting, grids: GridDataset, batch: 
         return maps, chunk
 
 
-def _batch_maps(unit: Unit, method, setting, grids: GridDataset, batch: slice, heads, chunk: int,
-                device: torch.device, counter: PassCounter | None) -> torch.Tensor:
+def _batch_maps(
+    unit: Unit, method, setting, grids: GridDataset, batch: slice, heads, chunk: int, device: torch.device, counter: PassCounter | None
+) -> torch.Tensor:
     """The maps ``(B, T, h, w)`` float32 on the CPU of the grids ``batch``; a clear error if any is NaN/inf."""
     task_heads = setting.heads_for(heads)
     images = grids.images[batch].to(device)
@@ -205,16 +228,25 @@ def _variants(unit: Unit, side: int, config: RunConfig) -> list[tuple[int, int]]
 def _rows(unit: Unit, setting, grids: GridDataset, heads, kernel, ref, inside, total) -> pd.DataFrame:
     g, t = inside.shape
     score = score_from_parts(inside, total)
-    return pd.DataFrame({
-        "model": unit.model, "setting": unit.setting, "layer": unit.layer,
-        "stage": setting.staged.resolve(unit.layer), "method": unit.method,
-        "kernel_size": kernel, "kernel_ref": ref,
-        "grid": np.repeat(np.arange(g), t), "cell": np.tile(np.array(heads), g),
-        "head": np.tile(np.array(setting.heads_for(heads)), g),
-        "label": grids.labels[:, list(heads)].reshape(-1).numpy(),
-        "class_name": [grids.class_name(c) for c in grids.labels[:, list(heads)].reshape(-1).tolist()],
-        "score": score.reshape(-1).numpy(), "inside": inside.reshape(-1).numpy(), "total": total.reshape(-1).numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "model": unit.model,
+            "setting": unit.setting,
+            "layer": unit.layer,
+            "stage": setting.staged.resolve(unit.layer),
+            "method": unit.method,
+            "kernel_size": kernel,
+            "kernel_ref": ref,
+            "grid": np.repeat(np.arange(g), t),
+            "cell": np.tile(np.array(heads), g),
+            "head": np.tile(np.array(setting.heads_for(heads)), g),
+            "label": grids.labels[:, list(heads)].reshape(-1).numpy(),
+            "class_name": [grids.class_name(c) for c in grids.labels[:, list(heads)].reshape(-1).tolist()],
+            "score": score.reshape(-1).numpy(),
+            "inside": inside.reshape(-1).numpy(),
+            "total": total.reshape(-1).numpy(),
+        }
+    )
 
 
 def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str | None = None, progress: bool = True) -> RunStore:
@@ -231,7 +263,9 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
     lock = RunLock(out)  # rank 0 takes it in prepare_run_dir and holds it until the end (see attreval.lock)
     try:
         with faithful_numerics(dev):
-            models = {m.key: load_model(m.name, m.weights, m.num_classes, config.evaluation.layers, m.architecture).to(dev) for m in config.models}
+            models = {
+                m.key: load_model(m.name, m.weights, m.num_classes, config.evaluation.layers, m.architecture).to(dev) for m in config.models
+            }
             group.on_main(lambda: prepare_run_dir(out, config, resume, lock))  # its errors end every rank with one line
             store = RunStore(out)
             try:
@@ -248,7 +282,9 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
     return store
 
 
-def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], dev: torch.device, resume: bool, progress: bool, group: Group) -> None:
+def _execute(
+    store: RunStore, config: RunConfig, models: dict[str, nn.Module], dev: torch.device, resume: bool, progress: bool, group: Group
+) -> None:
     started = time.time()
     units, skipped = applicable_units(config, models, plan_units(config))  # before any work
     group.on_main(lambda: make_grids(store, config, models, dev))
@@ -263,14 +299,16 @@ def _execute(store: RunStore, config: RunConfig, models: dict[str, nn.Module], d
         store.merge(units)
         store.merge_costs(units)
         meta = metadata(config.seed, dev)
-        meta.update(seconds=time.time() - started, resumed=resume, units=len(units), processes=group.world,
-                    not_applicable=[u.key for u in skipped])
+        meta.update(
+            seconds=time.time() - started, resumed=resume, units=len(units), processes=group.world, not_applicable=[u.key for u in skipped]
+        )
         store.write_json("meta.json", meta)
     group.barrier()
 
 
-def _execute_unit(store: RunStore, unit: Unit, model: nn.Module, grids: GridDataset, config: RunConfig,
-                  dev: torch.device, group: Group) -> None:
+def _execute_unit(
+    store: RunStore, unit: Unit, model: nn.Module, grids: GridDataset, config: RunConfig, dev: torch.device, group: Group
+) -> None:
     """Evaluate ``unit``, streaming its maps ``(G, T, h, w)`` to the store batch by batch (if ``store_maps``),
     then write its timing record and finish it: maps renamed into place first, part file last. A failure
     discards the half-written maps."""

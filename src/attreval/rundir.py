@@ -1,4 +1,5 @@
 """The run directory: create it, or check that ``--resume`` continues the same run intact."""
+
 from __future__ import annotations
 
 import json

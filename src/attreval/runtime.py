@@ -3,6 +3,7 @@
 Shared by ``attreval run`` and ``attreval bench``, so both resolve ``--device`` and report the machine the
 same way.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,16 +41,24 @@ def resolve_device(name: str) -> torch.device:
 def metadata(seed: int, device: torch.device) -> dict[str, Any]:
     """Versions, seed, device and source revision of a run."""
     try:
-        revision = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(attreval.__file__).parent, capture_output=True, text=True, timeout=5
-        ).stdout.strip() or "unknown"
+        revision = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=Path(attreval.__file__).parent, capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or "unknown"
+        )
     except (OSError, subprocess.SubprocessError):
         revision = "unknown"
     return {
-        "attreval": attreval.__version__, "torch": torch.__version__, "python": platform.python_version(),
-        "platform": platform.platform(), "seed": seed, "device": str(device),
+        "attreval": attreval.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "seed": seed,
+        "device": str(device),
         "device_name": device_name(device),
-        "threads": torch.get_num_threads(), "git_revision": revision,
+        "threads": torch.get_num_threads(),
+        "git_revision": revision,
     }
 
 
@@ -75,8 +84,12 @@ def faithful_numerics(device: torch.device) -> Iterator[None]:
     if device.type != "cuda":
         yield
         return
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    saved = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+    )
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False

@@ -10,10 +10,11 @@ which grids it is evaluated on (:attr:`Setting.grids`: distinct classes, or the 
 the top-left class), which cells are scored (:meth:`Setting.evaluated_cells`) and which head explains each
 (:meth:`Setting.heads_for`). A fourth setting is one class plus one registry line.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from attreval.registry import Registry
 from attreval.tail import Occluder, Tail
 from attreval.validation import positive_int
 
-SETTINGS: Registry[type["Setting"]] = Registry("setting")
+SETTINGS: Registry[type[Setting]] = Registry("setting")
 
 #: Grid kinds (``[grids]`` config keys): distinct classes, or the bottom-right cell repeating the top-left class.
 GRID_KINDS = {"gridpg": False, "disconnected": True}
@@ -147,11 +148,11 @@ class ConeOccluder(Occluder):
     base class's materialised copies, to float rounding.
     """
 
-    def __init__(self, tail: "SettingTail", a: Tensor):
+    def __init__(self, tail: SettingTail, a: Tensor):
         from attreval.cone import ConePlan  # the cone engine imports torchvision; only Occlusion needs it
 
         super().__init__(tail, a)
-        stages = [module for _, module in tail.staged.stages[tail.start:]]
+        stages = [module for _, module in tail.staged.stages[tail.start :]]
         self.per_cell = isinstance(tail, CellTail)
         if isinstance(tail, GridTail):
             stages.append(tail.head)
@@ -173,7 +174,11 @@ class ConeOccluder(Occluder):
             return self._cells(boxes, index)
         x, cache = self._clean(-1)
         out = self.plan.occluded(cache, x, boxes)  # GridPG: (B·P, K) logits; DiPart: (B·P, C, h, w) features
-        logits = out.view(b, p, 1, -1).expand(-1, -1, len(tail.heads), -1) if isinstance(tail, GridTail) else tail.from_features(out).unflatten(0, (b, p))
+        logits = (
+            out.view(b, p, 1, -1).expand(-1, -1, len(tail.heads), -1)
+            if isinstance(tail, GridTail)
+            else tail.from_features(out).unflatten(0, (b, p))
+        )
         if index is None:
             return logits
         index = index.to(logits.device)

@@ -6,6 +6,7 @@ a Gaussian of size K with σ = K/4, applied as two 1-D convolutions (separable),
 Padding: the paper does not say (§6.1 [NOT RECOVERED]); we pad with **zeros**, so mass near the map
 border leaks out and a map is never reflected into itself.
 """
+
 from __future__ import annotations
 
 import math
@@ -75,9 +76,7 @@ def smooth_maps(maps: Tensor, kernel_size: int, sigma: float | None = None) -> T
     return flat.view(maps.shape)
 
 
-def scaled_kernel_sizes(
-    map_side: int, reference_side: int = 448, sizes: Sequence[int] = PAPER_KERNEL_SIZES
-) -> list[int]:
+def scaled_kernel_sizes(map_side: int, reference_side: int = 448, sizes: Sequence[int] = PAPER_KERNEL_SIZES) -> list[int]:
     """The paper's kernel sweep, rescaled from ``reference_side``-pixel maps to ``map_side``-pixel maps.
 
     Rule: ``K' = the odd integer nearest to K · map_side / reference_side`` (``2·⌊v/2⌋ + 1``, so a value

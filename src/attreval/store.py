@@ -18,6 +18,7 @@ file of the unit, maps and timing, exists); every file is written to a temporary
 recorded, so a killed run leaves either a whole recorded file or an unfinished one, and ``--resume``
 recomputes nothing finished. Every path written is checked to lie inside the run directory.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,21 @@ from attreval.manifest import Manifest
 from attreval.mapfile import MapWriter, _save_npy
 
 COLUMNS = [
-    "model", "setting", "layer", "stage", "method", "kernel_size", "kernel_ref",
-    "grid", "cell", "head", "label", "score", "inside", "total", "class_name",
+    "model",
+    "setting",
+    "layer",
+    "stage",
+    "method",
+    "kernel_size",
+    "kernel_ref",
+    "grid",
+    "cell",
+    "head",
+    "label",
+    "score",
+    "inside",
+    "total",
+    "class_name",
 ]
 
 
@@ -84,8 +98,9 @@ class RunStore:
         except FileNotFoundError:
             raise ValueError(f"expected {path}, found nothing") from None
         except (OSError, ValueError) as err:
-            raise ValueError(f"expected JSON in {path}, got an unreadable file ({type(err).__name__}: {err}); "
-                             "delete it to recompute it with --resume") from None
+            raise ValueError(
+                f"expected JSON in {path}, got an unreadable file ({type(err).__name__}: {err}); delete it to recompute it with --resume"
+            ) from None
         if not isinstance(data, dict):
             raise ValueError(f"expected a JSON object in {path}, got {type(data).__name__}")
         return data
@@ -135,21 +150,27 @@ class RunStore:
         data = path.read_bytes()
         record = self.manifest.record(path)
         if record is not None and hashlib.sha256(data).hexdigest() != record["sha256"]:
-            raise ValueError(f"expected {path} to match the sha256 in its manifest record, got other contents "
-                             "(damaged or replaced); delete it to recompute it with --resume")
+            raise ValueError(
+                f"expected {path} to match the sha256 in its manifest record, got other contents "
+                "(damaged or replaced); delete it to recompute it with --resume"
+            )
         try:
             return pd.read_parquet(io.BytesIO(data))
         except Exception as err:  # pyarrow raises several kinds for a damaged page or footer
-            raise ValueError(f"expected a Parquet part file at {path}, got an unreadable file ({type(err).__name__}); "
-                             "delete it to recompute it with --resume") from None
+            raise ValueError(
+                f"expected a Parquet part file at {path}, got an unreadable file ({type(err).__name__}); "
+                "delete it to recompute it with --resume"
+            ) from None
 
     def merge(self, units: list[Unit]) -> pd.DataFrame:
         """Concatenate the parts of ``units`` (in that order) into ``results.parquet``; every unit must be
         finished (a missing one is an error naming its part file, not a short table)."""
         missing = [u for u in units if not self.is_done(u)]
         if missing:
-            raise ValueError(f"expected every unit finished before the merge, got {len(missing)} unfinished "
-                             f"(e.g. {self.part_path(missing[0])}); continue with --resume")
+            raise ValueError(
+                f"expected every unit finished before the merge, got {len(missing)} unfinished "
+                f"(e.g. {self.part_path(missing[0])}); continue with --resume"
+            )
         frames = [self.read_part(u) for u in units]
         table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
         self._write(self.root / "results.parquet", lambda p: table.to_parquet(p, index=False))
@@ -162,14 +183,17 @@ class RunStore:
         for u in units:
             path = self.timing_path(u)
             if not path.exists():
-                raise ValueError(f"expected the timing record {path} of the finished unit {u.key}, found none; "
-                                 f"delete {self.part_path(u)} to recompute the unit with --resume")
+                raise ValueError(
+                    f"expected the timing record {path} of the finished unit {u.key}, found none; "
+                    f"delete {self.part_path(u)} to recompute the unit with --resume"
+                )
             record = self.read_json(f"timings/{u.key}.json")
             try:
                 record["seconds_per_grid"] = record["seconds"] / max(record["grids"], 1)
             except (KeyError, TypeError):
-                raise ValueError(f"expected seconds and grids in {path}, got keys {sorted(record)}; "
-                                 "delete it to recompute it with --resume") from None
+                raise ValueError(
+                    f"expected seconds and grids in {path}, got keys {sorted(record)}; delete it to recompute it with --resume"
+                ) from None
             rows.append({"model": u.model, "setting": u.setting, "layer": u.layer, "method": u.method, **record})
         table = pd.DataFrame(rows)
         self._write(self.root / "costs.parquet", lambda p: table.to_parquet(p, index=False))

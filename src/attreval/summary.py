@@ -1,4 +1,5 @@
 """Tables computed from a results table."""
+
 from __future__ import annotations
 
 import pandas as pd

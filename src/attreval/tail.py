@@ -12,10 +12,11 @@ ask it what it can do, never which setting made it:
   a tail that knows its modules recomputes only each window's receptive-field cone (:mod:`attreval.cone`);
 * ``tail.modules``: every module the tail runs, for hooks scoped to it (:func:`module_hooks`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -46,11 +47,11 @@ class Tail:
         """``(H, h, w)`` bool: what each head can depend on in an ``h × w`` map, or ``None`` (everything)."""
         return None
 
-    def whole(self) -> "Tail":
+    def whole(self) -> Tail:
         """The same heads from the input image."""
         raise ValueError(f"expected a tail that can run from the image, got a {type(self).__name__}")
 
-    def occluder(self, x: Tensor) -> "Occluder":
+    def occluder(self, x: Tensor) -> Occluder:
         """The logits of ``x (B, C, h, w)`` with windows zeroed (:class:`Occluder`); this default runs the
         materialised copies through the tail, one full pass each."""
         return Occluder(self, x)
@@ -96,8 +97,7 @@ class FunctionTail(Tail):
         modules: modules the function runs (for scoped hooks such as Guided Backprop's).
     """
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], whole: Callable[[Tensor], Tensor] | None = None,
-                 modules: Iterable[nn.Module] = ()):
+    def __init__(self, fn: Callable[[Tensor], Tensor], whole: Callable[[Tensor], Tensor] | None = None, modules: Iterable[nn.Module] = ()):
         self.fn, self._whole, self.modules = fn, whole, tuple(modules)
 
     def __call__(self, x: Tensor) -> Tensor:

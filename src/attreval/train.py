@@ -52,7 +52,9 @@ DEFAULTS: dict[str, TrainConfig] = {
 }
 
 
-def _datasets(model_name: str, data_root: str | os.PathLike | None, holdout: int | None = None) -> tuple[TensorDataset, TensorDataset, torch.Tensor]:
+def _datasets(
+    model_name: str, data_root: str | os.PathLike | None, holdout: int | None = None
+) -> tuple[TensorDataset, TensorDataset, torch.Tensor]:
     """Train and test datasets of the model's dataset, plus the normalised value of a black pixel ``(C,)``.
 
     ``holdout`` (Fashion-MNIST only): train on the embedded test images ``holdout …`` and evaluate on the first
@@ -70,8 +72,7 @@ def _datasets(model_name: str, data_root: str | os.PathLike | None, holdout: int
             images, labels = fashion_mnist_dataset("test").tensors
             if not 0 < holdout < len(labels):
                 raise ValueError(f"expected --holdout in [1, {len(labels) - 1}], got {holdout}")
-            return (TensorDataset(images[holdout:], labels[holdout:]), TensorDataset(images[:holdout], labels[:holdout]),
-                    background)
+            return (TensorDataset(images[holdout:], labels[holdout:]), TensorDataset(images[:holdout], labels[:holdout]), background)
         return fashion_mnist_dataset("train", data_root), fashion_mnist_dataset("test", data_root), background
     from attreval.data.cifar10 import CIFAR10_MEAN, CIFAR10_STD, cifar10_dataset
 
@@ -222,8 +223,14 @@ def train(
         "seed": seed,
         "final_train_loss": loss,
         "train_images": len(train_set),
-        **({"train_data": f"embedded Fashion-MNIST test images {holdout}-{holdout + len(train_set) - 1}",
-            "test_data": f"embedded Fashion-MNIST test images 0-{holdout - 1}"} if holdout is not None else {}),
+        **(
+            {
+                "train_data": f"embedded Fashion-MNIST test images {holdout}-{holdout + len(train_set) - 1}",
+                "test_data": f"embedded Fashion-MNIST test images 0-{holdout - 1}",
+            }
+            if holdout is not None
+            else {}
+        ),
         "wall_time_s": round(wall, 1),
         "torch_version": torch.__version__,
         "num_threads": torch.get_num_threads(),
@@ -242,9 +249,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    parser.add_argument("--holdout", type=int, default=None,
-                        help="Fashion-MNIST without the training split: train on the embedded test images from N on, "
-                             "evaluate on the first N (the images a run with [data] limit = N draws its grids from)")
+    parser.add_argument(
+        "--holdout",
+        type=int,
+        default=None,
+        help="Fashion-MNIST without the training split: train on the embedded test images from N on, "
+        "evaluate on the first N (the images a run with [data] limit = N draws its grids from)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser

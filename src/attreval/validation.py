@@ -1,4 +1,5 @@
 """One-line checks of user-given values: the "expected …, got …" errors every module raises the same way."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -16,6 +16,7 @@ colour scale; nothing raises.
 Memory: maps are read and upsampled in chunks of ``chunk_size``, so N = 2,000 maps of 448² are fine.
 The AggAtt of a stored unit of a run (through the run reader) is :mod:`attreval.analysis.aggatt_run`.
 """
+
 from __future__ import annotations
 
 import math
@@ -181,7 +182,7 @@ class AggAtt:
     def samples(self, bin_index: int) -> np.ndarray:
         """Sample indices in bin ``bin_index``, best first."""
         b = self.bins[bin_index]
-        return self.order[b.start:b.end]
+        return self.order[b.start : b.end]
 
 
 def prepare_maps(maps: Tensor | np.ndarray, size: tuple[int, int] | None, kernel_size: int = 0, signed: bool = False) -> Tensor:
@@ -197,12 +198,13 @@ def prepare_maps(maps: Tensor | np.ndarray, size: tuple[int, int] | None, kernel
     return x if signed else x.clamp(min=0)
 
 
-def localization_of(maps: Tensor | np.ndarray, n: int, cell: int, size: tuple[int, int] | None = None,
-                    kernel_size: int = 0, chunk_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def localization_of(
+    maps: Tensor | np.ndarray, n: int, cell: int, size: tuple[int, int] | None = None, kernel_size: int = 0, chunk_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
     """Scores and inside masses ``(N,)`` float32 of ``(N, h, w)`` maps for ``cell``, as the metric computes them."""
     scores, inside = [], []
     for start in range(0, len(maps), chunk_size):
-        masses = cell_masses(prepare_maps(maps[start:start + chunk_size], size, kernel_size)[:, None], n)[:, 0]
+        masses = cell_masses(prepare_maps(maps[start : start + chunk_size], size, kernel_size)[:, None], n)[:, 0]
         inside.append(masses[:, cell])
         scores.append(score_from_parts(masses[:, cell], masses.sum(dim=1)))
     if not scores:
@@ -256,8 +258,8 @@ def aggatt(
     height, width = size if size is not None else tuple(np.shape(maps)[-2:])
     sums = torch.zeros(len(bins), height * width)
     for start in range(0, count, chunk_size):
-        chunk = prepare_maps(maps[start:start + chunk_size], size, kernel_size, signed).flatten(1)
-        member = torch.nn.functional.one_hot(torch.from_numpy(sample_bin[start:start + chunk_size]), len(bins))
+        chunk = prepare_maps(maps[start : start + chunk_size], size, kernel_size, signed).flatten(1)
+        member = torch.nn.functional.one_hot(torch.from_numpy(sample_bin[start : start + chunk_size]), len(bins))
         sums += member.float().T @ chunk  # (bins, chunk) @ (chunk, H·W): per-bin sums in one BLAS call
     sizes = torch.tensor([b.size for b in bins], dtype=torch.float32)
     means = (sums.view(len(bins), height, width) / sizes.clamp(min=1)[:, None, None]).numpy()

@@ -3,6 +3,7 @@ and map columns of a unit come from the reader, the grids (images, labels, class
 :class:`~attreval.data.GridDataset`, so that this module knows neither file layouts nor the grid schema.
 The computation itself is :func:`attreval.analysis.aggatt.aggatt`.
 """
+
 from __future__ import annotations
 
 import os
@@ -49,8 +50,7 @@ class _Unit:
     maps: np.ndarray
 
 
-def _unit(run: Run, results: pd.DataFrame | None, model: str, setting: str, layer: str, method: str,
-          cell: int, kernel_ref: int) -> _Unit:
+def _unit(run: Run, results: pd.DataFrame | None, model: str, setting: str, layer: str, method: str, cell: int, kernel_ref: int) -> _Unit:
     rows = unit_rows(run.results if results is None else results, model, setting, layer, method, kernel_ref)
     sizes = pd.unique(rows["kernel_size"])
     if len(sizes) != 1:
@@ -83,8 +83,14 @@ def aggatt_from_run(
         raise ValueError(f"expected one row per stored grid ({count}) for cell {cell}, got {len(rows)}")
     spec = grid_spec(run, model, setting) if spec is None else spec
     return aggatt(
-        unit.maps[:, unit.column], spec.n, cell, (spec.height, spec.width), kernel_size=unit.kernel_size,
-        scores=rows["score"].to_numpy(), inside=rows["inside"].to_numpy(), signed=signed,
+        unit.maps[:, unit.column],
+        spec.n,
+        cell,
+        (spec.height, spec.width),
+        kernel_size=unit.kernel_size,
+        scores=rows["score"].to_numpy(),
+        inside=rows["inside"].to_numpy(),
+        signed=signed,
     )
 
 
@@ -101,8 +107,17 @@ class Examples:
     classes: tuple[str | None, ...] = ()
 
 
-def examples_from_run(run: Run | RunStore, agg: AggAtt, model: str, setting: str, layer: str, method: str,
-                      *, kernel_ref: int = 0, results: pd.DataFrame | None = None) -> Examples:
+def examples_from_run(
+    run: Run | RunStore,
+    agg: AggAtt,
+    model: str,
+    setting: str,
+    layer: str,
+    method: str,
+    *,
+    kernel_ref: int = 0,
+    results: pd.DataFrame | None = None,
+) -> Examples:
     """The grid image and map at each bin's median position of ``agg`` (built by :func:`aggatt_from_run`
     with the same arguments)."""
     run = as_run(run)
@@ -119,7 +134,7 @@ def examples_from_run(run: Run | RunStore, agg: AggAtt, model: str, setting: str
             classes.append(None)
             continue
         images.append(np.asarray(grids.images[g], dtype=np.float32))
-        maps.append(prepare_maps(unit.maps[g:g + 1, unit.column], size, unit.kernel_size, agg.signed)[0].numpy())
+        maps.append(prepare_maps(unit.maps[g : g + 1, unit.column], size, unit.kernel_size, agg.signed)[0].numpy())
         classes.append(grids.class_name(int(grids.labels[g, agg.cell])))
     scores = tuple(None if g is None else float(agg.scores[g]) for g in agg.examples)
     return Examples(tuple(images), tuple(maps), agg.examples, scores, tuple(classes))

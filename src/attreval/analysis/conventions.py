@@ -2,6 +2,7 @@
 the paper compares (PAPER.md §6). Each rule is written here once; nothing here names a method: what is
 known about a method comes from its class (the registry) or from the run's own rows.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence

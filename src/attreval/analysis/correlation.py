@@ -6,6 +6,7 @@ instances: rows are paired on ``(grid, cell)``, and only pairs where both scores
 the ranks they span), as in ``scipy.stats.spearmanr``; it is NaN with fewer than two pairs or when
 either side is constant (no ranking to correlate).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -64,9 +65,7 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return _pearson(rankdata(x[keep]), rankdata(y[keep]))
 
 
-def score_table(
-    results: pd.DataFrame, model: str, setting: str = SETTING, kernel_refs: Iterable[int] | None = (0,)
-) -> pd.DataFrame:
+def score_table(results: pd.DataFrame, model: str, setting: str = SETTING, kernel_refs: Iterable[int] | None = (0,)) -> pd.DataFrame:
     """Scores paired by instance: index ``(grid, cell)``, columns ``(method, layer, kernel_ref)``.
 
     Args:
@@ -101,8 +100,9 @@ def correlation_matrix(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rho, index=table.columns, columns=table.columns)
 
 
-def method_layer_correlations(results: pd.DataFrame, model: str, setting: str = SETTING,
-                              kernel_refs: Iterable[int] | None = (0,)) -> pd.DataFrame:
+def method_layer_correlations(
+    results: pd.DataFrame, model: str, setting: str = SETTING, kernel_refs: Iterable[int] | None = (0,)
+) -> pd.DataFrame:
     """The Fig. 19 analogue: ρ between every (method, layer[, kernel_ref]) on ``setting`` for ``model``.
 
     Columns are ordered by layer (input, middle, final, then others), then by method in registry order.
@@ -145,8 +145,7 @@ def reference_correlations(
         out.append((model, method, int(kernel_ref), spearman(ref, other), pairs))
     frame = pd.DataFrame(out, columns=columns)
     order = {m: i for i, m in enumerate(methods)}
-    return frame.sort_values(["method", "kernel_ref"], key=lambda s: s.map(order) if s.name == "method" else s,
-                             ignore_index=True)
+    return frame.sort_values(["method", "kernel_ref"], key=lambda s: s.map(order) if s.name == "method" else s, ignore_index=True)
 
 
 def reference_table(results: pd.DataFrame, models: Sequence[str] | None = None, **options) -> pd.DataFrame:

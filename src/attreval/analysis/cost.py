@@ -5,6 +5,7 @@ A :class:`PassCounter` wraps a task's tail (:class:`CountedTail`). Every call ad
 time a backward pass reaches it (gradient methods on GridPG/DiPart run one forward and one backward per
 target). Divided by the number of grids this gives forward and backward passes per grid image.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -4,6 +4,7 @@ S-IntGrad / S-IxG cost their base method's passes plus one Gaussian convolution 
 pass); SmoothGrad costs ``num_samples`` (15) times the base method's passes. The convolution is timed
 here on the map size of the unit (:func:`time_smoothing`); the passes come from the run's pass counts.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,8 +35,9 @@ def passes(costs: pd.DataFrame) -> pd.Series:
     return costs["forward_passes"] + costs["backward_passes"]
 
 
-def smoothing_vs_smoothgrad(costs: pd.DataFrame, points: pd.DataFrame, smoothing_seconds: dict[tuple, float] | None = None,
-                            *, kernel_ref: int = PAPER_KERNEL_REF) -> pd.DataFrame:
+def smoothing_vs_smoothgrad(
+    costs: pd.DataFrame, points: pd.DataFrame, smoothing_seconds: dict[tuple, float] | None = None, *, kernel_ref: int = PAPER_KERNEL_REF
+) -> pd.DataFrame:
     """Per (model, setting, layer, base) where SmoothGrad ran: the base, S-base and each SmoothGrad level.
 
     Args:
@@ -59,9 +61,21 @@ def smoothing_vs_smoothgrad(costs: pd.DataFrame, points: pd.DataFrame, smoothing
             b = own.iloc[0]
             extra = smoothing_seconds.get((model, setting, layer, base), 0.0)
             rows.append((model, setting, layer, base, "base", base, float("nan"), b["passes_per_grid"], b["seconds_per_grid"]))
-            rows.append((model, setting, layer, base, "smoothed", f"S-{base} K={kernel_ref}", float("nan"),
-                         b["passes_per_grid"], b["seconds_per_grid"] + extra))
+            rows.append(
+                (
+                    model,
+                    setting,
+                    layer,
+                    base,
+                    "smoothed",
+                    f"S-{base} K={kernel_ref}",
+                    float("nan"),
+                    b["passes_per_grid"],
+                    b["seconds_per_grid"] + extra,
+                )
+            )
         for _, r in group.sort_values("noise_level").iterrows():
-            rows.append((model, setting, layer, base, "smoothgrad", r["method"], r["noise_level"], r["passes_per_grid"],
-                         r["seconds_per_grid"]))
+            rows.append(
+                (model, setting, layer, base, "smoothgrad", r["method"], r["noise_level"], r["passes_per_grid"], r["seconds_per_grid"])
+            )
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -8,6 +8,7 @@ of the sweep, identified by its base method and noise level, resolved by the run
 :meth:`~attreval.config.RunConfig.method_options` (the same merge of ``[methods.METHOD]`` and variant options
 the run used).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -46,8 +47,9 @@ def smoothgrad_points(config: RunConfig | dict[str, Any]) -> pd.DataFrame:
         instance = resolve_method(method, **options)
         if isinstance(instance, SmoothGrad):
             base = instance.base if isinstance(instance.base, str) else type(instance.base).__name__
-            rows.append({"method": name, "base": base, "noise_level": float(instance.noise_level),
-                         "num_samples": int(instance.num_samples)})
+            rows.append(
+                {"method": name, "base": base, "noise_level": float(instance.noise_level), "num_samples": int(instance.num_samples)}
+            )
     return pd.DataFrame(rows, columns=["method", "base", "noise_level", "num_samples"])
 
 
@@ -55,8 +57,9 @@ def _medians(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return rows.groupby(keys, sort=False)["score"].agg(median="median", count="size").reset_index()
 
 
-def smoothgrad_sweep(results: pd.DataFrame, config: RunConfig | dict[str, Any], model: str, *,
-                     kernel_ref: int = KERNEL_REF) -> pd.DataFrame:
+def smoothgrad_sweep(
+    results: pd.DataFrame, config: RunConfig | dict[str, Any], model: str, *, kernel_ref: int = KERNEL_REF
+) -> pd.DataFrame:
     """Median localization of each SmoothGrad noise level, with the S-method and the unsmoothed base.
 
     Only (setting, layer) pairs where some SmoothGrad instance was evaluated appear.
@@ -93,8 +96,12 @@ def smoothgrad_sweep(results: pd.DataFrame, config: RunConfig | dict[str, Any], 
     out["count"] = out["count"].astype(int)
     out["best"] = out["best"].astype(bool)
     order = {"smoothgrad": 0, "smoothed": 1, "unsmoothed": 2}
-    return out.sort_values(["setting", "layer", "base", "role", "noise_level"], key=lambda c: c.map(order) if c.name == "role" else c,
-                           kind="stable", ignore_index=True)
+    return out.sort_values(
+        ["setting", "layer", "base", "role", "noise_level"],
+        key=lambda c: c.map(order) if c.name == "role" else c,
+        kind="stable",
+        ignore_index=True,
+    )
 
 
 def sweep_table(sweep: pd.DataFrame) -> pd.DataFrame:

@@ -6,6 +6,7 @@ px; 0 = the unsmoothed method, the "Orig" point), with the references the paper 
 Grad-CAM in the same setting (:func:`~attreval.analysis.conventions.reference_evaluation`) and, where
 present, SmoothGrad at the same layer (§6.3).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -57,8 +58,12 @@ def smoothing_curves(
     curves = curves.merge(curve.groupby(["setting", "layer", "method", "kernel_ref"])["kernel_size"].first().reset_index())
     curves["role"] = "curve"
     parts = [curves]
-    ref_rows = rows[(rows["method"] == reference[0]) & (rows["layer"] == reference[1]) & (rows["kernel_size"] == 0)
-                    & rows["setting"].isin(panels["setting"])]
+    ref_rows = rows[
+        (rows["method"] == reference[0])
+        & (rows["layer"] == reference[1])
+        & (rows["kernel_size"] == 0)
+        & rows["setting"].isin(panels["setting"])
+    ]
     if not ref_rows.empty:
         ref = _stats(ref_rows, ["setting", "layer", "method"])
         ref["role"], ref["kernel_ref"], ref["kernel_size"] = "reference", 0, 0

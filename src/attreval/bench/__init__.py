@@ -18,6 +18,7 @@ Modules: :mod:`~attreval.bench.timing` (timed calls, per-row pass times), :mod:`
 (the pass-count limit), :mod:`~attreval.bench.reference` (the authors' pattern), :mod:`~attreval.bench.unit`
 (one unit), :mod:`~attreval.bench.cli` (parser, tables), :mod:`~attreval.bench.peers` (other libraries).
 """
+
 from attreval.bench.cli import configure_parser, markdown, method_markdown, parse_options, run_from_args, summary
 from attreval.bench.limit import pass_limit
 from attreval.bench.reference import REFERENCE_BATCH, EveryWindow, reference_maps, reference_pattern
@@ -25,7 +26,24 @@ from attreval.bench.timing import BATCHES, BUDGET, PassTimes, pass_rates, per_ro
 from attreval.bench.unit import bench_unit, random_grids, scores_of
 
 __all__ = [
-    "BATCHES", "BUDGET", "REFERENCE_BATCH", "EveryWindow", "PassTimes", "bench_unit", "configure_parser", "markdown",
-    "method_markdown", "parse_options", "pass_limit", "pass_rates", "per_row_times", "random_grids", "reference_maps",
-    "reference_pattern", "run_from_args", "scores_of", "summary", "timed",
+    "BATCHES",
+    "BUDGET",
+    "REFERENCE_BATCH",
+    "EveryWindow",
+    "PassTimes",
+    "bench_unit",
+    "configure_parser",
+    "markdown",
+    "method_markdown",
+    "parse_options",
+    "pass_limit",
+    "pass_rates",
+    "per_row_times",
+    "random_grids",
+    "reference_maps",
+    "reference_pattern",
+    "run_from_args",
+    "scores_of",
+    "summary",
+    "timed",
 ]

@@ -1,4 +1,5 @@
 """``attreval bench``: the parser, the loop over units, and the Markdown / JSON it writes."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ def method_markdown(rows: list[dict[str, Any]]) -> str:
     """One line per method: limit ratios at the input (per setting), the worst over all units with its
     overhead, the GridPG input passes, and (with the reference) the speed-up range and largest Δscore."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
-    head = ("| method | limit ratio, input (GridPG / DiFull / DiPart) | worst limit ratio (unit, overhead ms / grid) | "
-            "s / grid, all units | speed-up vs reference (min–max) | of it from fewer passes (min–max) | max Δscore |")
+    head = (
+        "| method | limit ratio, input (GridPG / DiFull / DiPart) | worst limit ratio (unit, overhead ms / grid) | "
+        "s / grid, all units | speed-up vs reference (min–max) | of it from fewer passes (min–max) | max Δscore |"
+    )
     lines = [head, "|" + "---|" * 7]
     for name in methods:
         mine = [r for r in rows if r["method"] == name]
@@ -46,8 +49,10 @@ def method_markdown(rows: list[dict[str, Any]]) -> str:
         total = sum(r["seconds_per_grid"] for r in mine)
         if "speedup" in mine[0]:
             speed, passes = [r["speedup"] for r in mine], [r["pass_speedup"] or 0 for r in mine]
-            extra = (f"{min(speed):.1f}–{max(speed):.1f}× | {min(passes):.1f}–{max(passes):.1f}× | "
-                     f"{max(r['max_score_diff'] for r in mine):.1e} |")
+            extra = (
+                f"{min(speed):.1f}–{max(speed):.1f}× | {min(passes):.1f}–{max(passes):.1f}× | "
+                f"{max(r['max_score_diff'] for r in mine):.1e} |"
+            )
         else:
             extra = "– | – | – |"
         lines.append(f"| {name} | {inputs} | {worst_text} | {total:.3f} | {extra}")
@@ -61,9 +66,12 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         ref = sum(r["reference_seconds_per_grid"] for r in rows)
         limits = sum(r["limit_seconds_per_grid"] for r in rows)
         ref_limits = sum(r["limit_seconds_per_grid"] * (r["pass_speedup"] or 0) for r in rows)
-        out.update(reference_seconds_per_grid_total=ref, protocol_speedup=ref / ours,
-                   protocol_pass_speedup=ref_limits / limits,  # what fewer passes alone would give
-                   max_score_diff=max(r["max_score_diff"] for r in rows))
+        out.update(
+            reference_seconds_per_grid_total=ref,
+            protocol_speedup=ref / ours,
+            protocol_pass_speedup=ref_limits / limits,  # what fewer passes alone would give
+            max_score_diff=max(r["max_score_diff"] for r in rows),
+        )
     return out
 
 
@@ -81,9 +89,15 @@ def configure_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, default=64, help="most inputs per forward pass (also the largest batch timed for the limit)")
     p.add_argument("--option", action="append", default=[], metavar="METHOD.KEY=VALUE", help="override a preset, e.g. rise.num_masks=200")
     p.add_argument("--no-reference", action="store_true", help="skip the reference pass pattern")
-    p.add_argument("--peers", nargs="?", const="all", default=None, metavar="PEER,…",
-                   help="instead of the units: time and compare the methods other libraries share with attreval "
-                        "(captum, zennit, torchcam, pytorch_grad_cam, or all), GridPG, CAMs at the final layer; writes peers.md/json")
+    p.add_argument(
+        "--peers",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="PEER,…",
+        help="instead of the units: time and compare the methods other libraries share with attreval "
+        "(captum, zennit, torchcam, pytorch_grad_cam, or all), GridPG, CAMs at the final layer; writes peers.md/json",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default="bench", help="directory for bench.md and bench.json")
 
@@ -124,9 +138,17 @@ def _bench(args: argparse.Namespace, device: torch.device) -> int:
     names = METHODS.names() if args.methods == "all" else args.methods.split(",")
     options = parse_options(args.option)
     out = Path(args.out)
-    meta = {"model": args.model, "cell": args.cell, "n": args.n, "grids": args.grids, "device": str(device),
-            "device_name": device_name(device),
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "chunk_size": args.chunk_size}
+    meta = {
+        "model": args.model,
+        "cell": args.cell,
+        "n": args.n,
+        "grids": args.grids,
+        "device": str(device),
+        "device_name": device_name(device),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "chunk_size": args.chunk_size,
+    }
     if args.peers is not None:
         from attreval.bench.peers.cli import run_peers
 
@@ -136,8 +158,20 @@ def _bench(args: argparse.Namespace, device: torch.device) -> int:
     for setting in args.settings.split(","):
         for layer in args.layers.split(","):
             for name in names:
-                row = bench_unit(model, setting, layer, name, images, labels, args.n, args.chunk_size, options.get(name, {}),
-                                 not args.no_reference, rates, warm_ups=1 if rows else 3)
+                row = bench_unit(
+                    model,
+                    setting,
+                    layer,
+                    name,
+                    images,
+                    labels,
+                    args.n,
+                    args.chunk_size,
+                    options.get(name, {}),
+                    not args.no_reference,
+                    rates,
+                    warm_ups=1 if rows else 3,
+                )
                 log.info("%s", row)
                 rows.append(row)
                 (out / "partial.json").write_text(json.dumps(rows))  # survives a timeout

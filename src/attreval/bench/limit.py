@@ -4,6 +4,7 @@ The passes are counted by :class:`~attreval.analysis.cost.PassCounter` (forward 
 recorded graph, per network, and backward passes); the per-row rates come from
 :func:`attreval.bench.timing.pass_rates`.
 """
+
 from __future__ import annotations
 
 from attreval.analysis.cost import PassCounter
@@ -21,5 +22,11 @@ def pass_limit(counter: PassCounter, rates: dict[str, PassTimes]) -> float:
     full_plain = counter.forward_rows - counter.image_rows - counter.head_rows - full_graph
     head_plain = counter.head_rows - counter.head_graph_rows
     backward = head.backward if counter.head_graph_rows else full.backward
-    return (full_plain * full.forward + full_graph * full.graph_forward + head_plain * head.forward
-            + counter.head_graph_rows * head.graph_forward + counter.image_rows * image + counter.backward_rows * backward)
+    return (
+        full_plain * full.forward
+        + full_graph * full.graph_forward
+        + head_plain * head.forward
+        + counter.head_graph_rows * head.graph_forward
+        + counter.image_rows * image
+        + counter.backward_rows * backward
+    )

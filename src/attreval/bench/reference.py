@@ -6,6 +6,7 @@ forward), the backbone once per head. Same method code, so the same maps as attr
 method's pattern is comes from its class attributes (:class:`~attreval.methods.base.Method`:
 ``reference_grids``, ``reference_rows``, ``copies_field``), so no method is named here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,16 @@ def reference_pattern(name: str, method: Method) -> tuple[int, int]:
     return grids, REFERENCE_BATCH * copies
 
 
-def reference_maps(method: Method, name: str, setting, images: Tensor, classes: Tensor, layer: str,
-                   heads: tuple[int, ...], counter: PassCounter | None = None) -> Tensor:
+def reference_maps(
+    method: Method,
+    name: str,
+    setting,
+    images: Tensor,
+    classes: Tensor,
+    layer: str,
+    heads: tuple[int, ...],
+    counter: PassCounter | None = None,
+) -> Tensor:
     """The authors' pass pattern: one target column (GridPG) or head (DiFull/DiPart) per call, per-target
     backward, and the batch sizes of :func:`reference_pattern`; every DiFull Occlusion window runs (no
     ``head_regions``). Same method code, so the same maps ``(G, T, h, w)``. ``counter`` (optional) counts
@@ -50,7 +59,7 @@ def reference_maps(method: Method, name: str, setting, images: Tensor, classes: 
     grids, per_forward = reference_pattern(name, method)
 
     def task(part: slice, t: int, head: int) -> Task:
-        one = build_task(setting, images[part], classes[part, t:t + 1], layer, (head,), chunk_size=per_forward)
+        one = build_task(setting, images[part], classes[part, t : t + 1], layer, (head,), chunk_size=per_forward)
         one = dataclasses.replace(one, tail=EveryWindow(one.tail))
         return counter.instrument(one) if counter is not None else one
 

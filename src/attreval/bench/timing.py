@@ -1,9 +1,11 @@
 """Timing: the best wall time of a call, and the per-row times of plain passes of a task's networks."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor

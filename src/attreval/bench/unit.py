@@ -1,6 +1,7 @@
 """One bench unit: a method × layer × setting timed on a batch of grids, its passes counted, against its
 pass-count limit (:mod:`attreval.bench.limit`) and, optionally, the authors' pattern
 (:mod:`attreval.bench.reference`)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,9 +24,20 @@ def scores_of(maps: Tensor, n: int, heads: tuple[int, ...], size: tuple[int, int
     return localization_score(maps, n, cells, size)
 
 
-def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, images: Tensor, labels: Tensor,
-               n: int, chunk_size: int, options: dict, reference: bool, rates: dict | None = None,
-               warm_ups: int = 1) -> dict[str, Any]:
+def bench_unit(
+    model: nn.Module,
+    setting_name: str,
+    layer: str,
+    name: str,
+    images: Tensor,
+    labels: Tensor,
+    n: int,
+    chunk_size: int,
+    options: dict,
+    reference: bool,
+    rates: dict | None = None,
+    warm_ups: int = 1,
+) -> dict[str, Any]:
     """Measure one (setting, layer, method) on ``images (G, C, nH, nW)`` with cell labels ``(G, n²)``.
 
     ``rates`` caches the plain per-row pass times (:func:`pass_rates`) per (setting, layer) across methods.
@@ -53,8 +65,13 @@ def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, image
         rates[key] = pass_rates(task, chunk_size, image=counter.image_rows > 0)
     limit = pass_limit(counter, rates[key])
     row = {
-        "setting": setting_name, "layer": layer, "method": name, "seconds_per_grid": seconds / grids,
-        **counter.per_grid(grids), "limit_seconds_per_grid": limit / grids, "limit_ratio": seconds / limit if limit else None,
+        "setting": setting_name,
+        "layer": layer,
+        "method": name,
+        "seconds_per_grid": seconds / grids,
+        **counter.per_grid(grids),
+        "limit_seconds_per_grid": limit / grids,
+        "limit_ratio": seconds / limit if limit else None,
         "overhead_seconds_per_grid": (seconds - limit) / grids,  # time beyond the passes: map arithmetic, calls
         "peak_memory_mb": peak,
     }
@@ -72,8 +89,11 @@ def bench_unit(model: nn.Module, setting_name: str, layer: str, name: str, image
         one_head = {**rates[key], "forward": rates[key]["head"]} if "head" in rates[key] else rates[key]
         ref_limit = pass_limit(counters[-1], one_head)
         row.update(
-            reference_seconds_per_grid=ref_seconds / grids, speedup=ref_seconds / seconds, max_score_diff=diff,
-            reference_forward_passes=counters[-1].forward_rows / grids, reference_backward_passes=counters[-1].backward_rows / grids,
+            reference_seconds_per_grid=ref_seconds / grids,
+            speedup=ref_seconds / seconds,
+            max_score_diff=diff,
+            reference_forward_passes=counters[-1].forward_rows / grids,
+            reference_backward_passes=counters[-1].backward_rows / grids,
             pass_speedup=ref_limit / limit if limit else None,  # the part of the speed-up that fewer passes explain
         )
     return row

@@ -28,6 +28,7 @@ Rules (:func:`compile_module`):
 Nothing here mutates a module, the caller's tensors or the cache (activations are never passed to an
 in-place operation), and no hooks are registered.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,5 +1,6 @@
 """Changed regions: :class:`Patch` (clean activations + one rectangle per window) and :func:`read`, the one
 primitive every rule uses (see :mod:`attreval.cone`)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -81,7 +82,7 @@ def read(patch: Patch, top: Tensor, left: Tensor, size: tuple[int, int], pad: fl
             margin = (max(-l_, 0), max(l_ + sw - width, 0), max(-t, 0), max(t + sh - height, 0))
             padded = F.pad(values.flatten(0, 1), margin, value=pad) if any(margin) else values.flatten(0, 1)
             y0, x0 = t + margin[2], l_ + margin[0]
-            return padded[..., y0:y0 + sh, x0:x0 + sw].unflatten(0, (b, p))
+            return padded[..., y0 : y0 + sh, x0 : x0 + sw].unflatten(0, (b, p))
     clean, inside = gather(base, rows, cols)
     r = rows - patch.top[:, None]
     q = cols - patch.left[:, None]

@@ -1,4 +1,5 @@
 """How each module type maps a changed region to its output's (see :mod:`attreval.cone`: the rules)."""
+
 from __future__ import annotations
 
 import math
@@ -217,8 +218,22 @@ class ResidualRule(Rule):
         return self.main.full_rules() + (self.shortcut.full_rules() if self.shortcut is not None else [])
 
 
-POINTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh, nn.Hardswish,
-             nn.Hardsigmoid, nn.Mish, nn.Identity, nn.LocalResponseNorm)
+POINTWISE = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Mish,
+    nn.Identity,
+    nn.LocalResponseNorm,
+)
 DROPOUT = (nn.Dropout, nn.Dropout2d, nn.AlphaDropout)
 
 

@@ -11,6 +11,7 @@ Modules: :mod:`~attreval.config.schema` (the dataclasses: what a key means), :mo
 (TOML → dataclasses, paths), :mod:`~attreval.config.checks` (cross-field checks),
 :mod:`~attreval.config.reference` (the generated reference).
 """
+
 from attreval.config.checks import validate
 from attreval.config.parse import config_from_json, load_config, parse_config, resolve_paths
 from attreval.config.reference import config_reference, reference_fields
@@ -29,7 +30,22 @@ from attreval.config.schema import (
 )
 
 __all__ = [
-    "ALL", "DATA_KINDS", "FOLDER_KINDS", "PAPER_KERNELS", "VARIANT_KEYS", "DataConfig", "EvaluationConfig", "GridConfig",
-    "ModelConfig", "RunConfig", "VariantConfig", "config_from_json", "config_reference", "load_config", "parse_config",
-    "reference_fields", "resolve_paths", "validate",
+    "ALL",
+    "DATA_KINDS",
+    "FOLDER_KINDS",
+    "PAPER_KERNELS",
+    "VARIANT_KEYS",
+    "DataConfig",
+    "EvaluationConfig",
+    "GridConfig",
+    "ModelConfig",
+    "RunConfig",
+    "VariantConfig",
+    "config_from_json",
+    "config_reference",
+    "load_config",
+    "parse_config",
+    "reference_fields",
+    "resolve_paths",
+    "validate",
 ]

@@ -1,4 +1,5 @@
 """Cross-field checks of a parsed run config: names, sizes, choices, the data keys of a user's own images."""
+
 from __future__ import annotations
 
 import re
@@ -58,27 +59,31 @@ _PATH_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 def _path_name(where: str, name: str) -> None:
     if not _PATH_NAME.fullmatch(name) or name.startswith(".") or "__" in name:
-        raise ValueError(f"expected {where} of letters, digits, '_', '.' or '-' (no leading '.', no '__'; "
-                         f"it names files of the run), got {name!r}")
+        raise ValueError(
+            f"expected {where} of letters, digits, '_', '.' or '-' (no leading '.', no '__'; it names files of the run), got {name!r}"
+        )
 
 
 def _names_check(config: RunConfig) -> None:
     """Names that become path components are safe; lists are non-empty and hold no name twice; the grid count
     of every selected setting is positive."""
     e, g = config.evaluation, config.grids
-    for where, values in (("[evaluation] settings", e.settings), ("[evaluation] layers", e.layers),
-                          ("[evaluation] methods", e.methods)):
+    for where, values in (("[evaluation] settings", e.settings), ("[evaluation] layers", e.layers), ("[evaluation] methods", e.methods)):
         if not values:
             raise ValueError(f"expected at least one name in {where}, got []")
     listed: tuple[tuple[str, tuple], ...] = (
-        ("[evaluation] settings", e.settings), ("[evaluation] layers", e.layers), ("[evaluation] methods", e.methods),
-        ("[evaluation] smooth_methods", e.smooth_methods), ("[evaluation] kernel_sizes", e.kernel_sizes),
+        ("[evaluation] settings", e.settings),
+        ("[evaluation] layers", e.layers),
+        ("[evaluation] methods", e.methods),
+        ("[evaluation] smooth_methods", e.smooth_methods),
+        ("[evaluation] kernel_sizes", e.kernel_sizes),
     )
     for where, values in listed:
         twice = sorted({str(v) for v in values if values.count(v) > 1})
         if twice:
-            raise ValueError(f"expected each of {where} once, got {', '.join(map(repr, twice))} more than once "
-                             "(it would duplicate result rows)")
+            raise ValueError(
+                f"expected each of {where} once, got {', '.join(map(repr, twice))} more than once (it would duplicate result rows)"
+            )
     for m in config.models:
         _path_name("a model label" if m.label else "a model name", m.key)
     for layer in e.layers:
@@ -89,8 +94,10 @@ def _names_check(config: RunConfig) -> None:
         users = [s for s in e.settings if s in SETTINGS and SETTINGS.get(s).grids == kind]
         if users and getattr(g, kind) < 1:
             names = "/".join(s for s in SETTINGS.names() if SETTINGS.get(s).grids == kind)
-            raise ValueError(f"expected a positive [grids] {kind} with the {names} settings selected, got "
-                             f"{getattr(g, kind)} (drop {'/'.join(users)} from [evaluation] settings to skip)")
+            raise ValueError(
+                f"expected a positive [grids] {kind} with the {names} settings selected, got "
+                f"{getattr(g, kind)} (drop {'/'.join(users)} from [evaluation] settings to skip)"
+            )
 
 
 def validate_inputs(config: RunConfig) -> None:
@@ -104,17 +111,22 @@ def validate_inputs(config: RunConfig) -> None:
             raise ValueError(f"expected a non-negative [data] {name} (0 = none), got {getattr(d, name)}")
     if d.channels not in (1, 3):
         raise ValueError(f"expected [data] channels 1 (grey) or 3 (RGB), got {d.channels}")
-    custom = [k for k in ("mean", "std") if getattr(d, k)] + (["channels"] if d.channels != 3 else []) + ([] if d.normalize else ["normalize"])
+    custom = (
+        [k for k in ("mean", "std") if getattr(d, k)] + (["channels"] if d.channels != 3 else []) + ([] if d.normalize else ["normalize"])
+    )
     if custom and d.kind not in FOLDER_KINDS:
-        raise ValueError(f"expected [data] {custom[0]} only with kind imagefolder or flat ({d.kind} has its own "
-                         f"preprocessing), got kind '{d.kind}'")
+        raise ValueError(
+            f"expected [data] {custom[0]} only with kind imagefolder or flat ({d.kind} has its own preprocessing), got kind '{d.kind}'"
+        )
     if not d.normalize and (d.mean or d.std):
         raise ValueError("expected no [data] mean/std with normalize = false, got both")
     if d.normalize and bool(d.mean) != bool(d.std):
         raise ValueError(f"expected [data] mean and std together, got only {'mean' if d.mean else 'std'}")
     if d.normalize and d.channels == 1 and not d.mean:
-        raise ValueError("expected [data] mean and std for channels = 1 (the ImageNet defaults are per RGB channel), "
-                         "got none; give them (e.g. mean = [0.5], std = [0.25]) or set normalize = false")
+        raise ValueError(
+            "expected [data] mean and std for channels = 1 (the ImageNet defaults are per RGB channel), "
+            "got none; give them (e.g. mean = [0.5], std = [0.25]) or set normalize = false"
+        )
     for name in ("mean", "std"):
         values = getattr(d, name)
         if values and len(values) not in (1, d.channels):

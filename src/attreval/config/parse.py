@@ -1,6 +1,7 @@
 """TOML → :class:`~attreval.config.schema.RunConfig`, strictly (unknown keys, wrong types and unknown names fail
 in one line), relative paths resolved against the config file's folder; and the lenient reading of a run's
 ``config.json``."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -122,11 +123,13 @@ def _variants(raw: Any) -> dict[str, VariantConfig]:
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise ValueError(f"expected a snake_case variant name (it names result rows and files), got '{name}'")
         if name in METHODS or name == "all":
-            raise ValueError(f"expected a variant name that is not a registered method, got '{name}' in {where}; rename it (e.g. '{name}_1')")
+            raise ValueError(
+                f"expected a variant name that is not a registered method, got '{name}' in {where}; rename it (e.g. '{name}_1')"
+            )
         if not isinstance(table, dict):
             raise ValueError(f"expected a table {where}, got {type(table).__name__}")
         if "method" not in table:
-            raise ValueError(f"expected a method = \"…\" key in {where}, got none; expected one of: {', '.join(METHODS.names())}")
+            raise ValueError(f'expected a method = "…" key in {where}, got none; expected one of: {", ".join(METHODS.names())}')
         method = _typed(where[1:-1], "method", table["method"], "str")
         if method not in METHODS:
             raise unknown_name_error(f"method in {where}", method, METHODS.names())
@@ -146,6 +149,7 @@ def resolve_paths(config: RunConfig, base: str | os.PathLike) -> RunConfig:
         return os.path.abspath(base / Path(path).expanduser()) if path else path
 
     data = dataclasses.replace(config.data, root=absolute(config.data.root), labels_file=absolute(config.data.labels_file))
+
     def factory(spec: str) -> str:  # "file.py:function" names a file; "package.module:function" does not
         where, _, function = spec.rpartition(":")
         return f"{absolute(where)}:{function}" if where.endswith(".py") else spec
@@ -192,7 +196,11 @@ def config_from_json(stored: dict[str, Any]) -> RunConfig:
     variants = {name: build(VariantConfig, v) for name, v in (stored.get("variants") or {}).items()}
     top = {k: stored[k] for k in ("seed", "device") if k in stored}
     return RunConfig(
-        **top, data=build(DataConfig, stored.get("data")), models=tuple(build(ModelConfig, m) for m in stored.get("models") or ()),
-        grids=build(GridConfig, stored.get("grids")), evaluation=build(EvaluationConfig, stored.get("evaluation")),
-        methods=dict(stored.get("methods") or {}), variants=variants,
+        **top,
+        data=build(DataConfig, stored.get("data")),
+        models=tuple(build(ModelConfig, m) for m in stored.get("models") or ()),
+        grids=build(GridConfig, stored.get("grids")),
+        evaluation=build(EvaluationConfig, stored.get("evaluation")),
+        methods=dict(stored.get("methods") or {}),
+        variants=variants,
     )

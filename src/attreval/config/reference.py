@@ -1,4 +1,5 @@
 """The config reference (``docs/config.md``, ``attreval list config``), generated from the schema's field docs."""
+
 from __future__ import annotations
 
 import dataclasses

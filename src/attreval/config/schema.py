@@ -1,5 +1,6 @@
 """The run config's schema: one frozen dataclass per TOML table; each field's ``doc`` metadata says what the key
 means (the one source of ``docs/config.md``)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,43 +26,69 @@ def documented(default: Any = dataclasses.MISSING, doc: str = "", *, factory: An
 class DataConfig:
     """Where the labelled images come from and how image files are turned into tensors."""
 
-    kind: str = documented("fashion_mnist", "`fashion_mnist` (the embedded test set when `root` is empty), `cifar10` (a folder of "
-                    "CIFAR-10 python batches), `imagefolder` (one sub-folder per class, sorted names = class indices) or "
-                    "`flat` (a folder of images plus `labels_file`).")
-    root: str = documented("", "The data folder; relative to the config file's folder. Empty: the embedded Fashion-MNIST test set "
-                    "(`fashion_mnist` only).")
+    kind: str = documented(
+        "fashion_mnist",
+        "`fashion_mnist` (the embedded test set when `root` is empty), `cifar10` (a folder of "
+        "CIFAR-10 python batches), `imagefolder` (one sub-folder per class, sorted names = class indices) or "
+        "`flat` (a folder of images plus `labels_file`).",
+    )
+    root: str = documented(
+        "", "The data folder; relative to the config file's folder. Empty: the embedded Fashion-MNIST test set (`fashion_mnist` only)."
+    )
     split: str = documented("test", "`test` or `train` (`fashion_mnist`, `cifar10`).")
-    labels_file: str = documented("", "`flat` only: a text file of `<filename> <label>` lines, or one `<label>` per image in "
-                           "sorted filename order; relative to the config file's folder.")
+    labels_file: str = documented(
+        "",
+        "`flat` only: a text file of `<filename> <label>` lines, or one `<label>` per image in "
+        "sorted filename order; relative to the config file's folder.",
+    )
     resize: int = documented(256, "Image folders: resize the shorter side to this many pixels first (0 = keep the size).")
-    crop: int = documented(224, "Image folders: then centre-crop to `crop`×`crop` pixels, the cell size (0 = no crop: every "
-                    "image must then already have one size).")
-    channels: int = documented(3, "Image folders: 3 = RGB, 1 = grey (PIL's `L`, ITU-R 601 luma). Must match the model's input "
-                        "channels. `fashion_mnist` (1) and `cifar10` (3) have their own.")
-    normalize: bool = documented(True, "Image folders: subtract `mean` and divide by `std` per channel after scaling pixels to "
-                          "[0, 1]; false = feed the [0, 1] pixels as they are.")
-    mean: tuple[float, ...] = documented((), "Image folders: per-channel mean (one value per channel, or one for all); empty = "
-                                  "ImageNet's (0.485, 0.456, 0.406), which needs `channels = 3`.")
-    std: tuple[float, ...] = documented((), "Image folders: per-channel standard deviation, as `mean`; empty = ImageNet's "
-                                 "(0.229, 0.224, 0.225).")
-    limit: int = documented(0, "Use only the first `limit` images (0 = all): selecting images costs a forward pass per image "
-                     "per model.")
+    crop: int = documented(
+        224,
+        "Image folders: then centre-crop to `crop`×`crop` pixels, the cell size (0 = no crop: every "
+        "image must then already have one size).",
+    )
+    channels: int = documented(
+        3,
+        "Image folders: 3 = RGB, 1 = grey (PIL's `L`, ITU-R 601 luma). Must match the model's input "
+        "channels. `fashion_mnist` (1) and `cifar10` (3) have their own.",
+    )
+    normalize: bool = documented(
+        True,
+        "Image folders: subtract `mean` and divide by `std` per channel after scaling pixels to "
+        "[0, 1]; false = feed the [0, 1] pixels as they are.",
+    )
+    mean: tuple[float, ...] = documented(
+        (),
+        "Image folders: per-channel mean (one value per channel, or one for all); empty = "
+        "ImageNet's (0.485, 0.456, 0.406), which needs `channels = 3`.",
+    )
+    std: tuple[float, ...] = documented(
+        (), "Image folders: per-channel standard deviation, as `mean`; empty = ImageNet's (0.229, 0.224, 0.225)."
+    )
+    limit: int = documented(0, "Use only the first `limit` images (0 = all): selecting images costs a forward pass per image per model.")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """A model to evaluate: one ``[[models]]`` table each, at least one."""
 
-    name: str = documented(doc="A built-in name (`fashion_vgg`, `fashion_resnet`, `cifar_vgg11`), any torchvision "
-                        "classification CNN name (`vgg11`, `resnet18`, …) or `timm:NAME`.")
-    weights: str = documented("", "A local state-dict file; relative to the config file's folder. Required for torchvision/timm "
-                       "names; built-ins default to their shipped weights. Nothing is downloaded.")
+    name: str = documented(
+        doc="A built-in name (`fashion_vgg`, `fashion_resnet`, `cifar_vgg11`), any torchvision "
+        "classification CNN name (`vgg11`, `resnet18`, …) or `timm:NAME`."
+    )
+    weights: str = documented(
+        "",
+        "A local state-dict file; relative to the config file's folder. Required for torchvision/timm "
+        "names; built-ins default to their shipped weights. Nothing is downloaded.",
+    )
     num_classes: int = documented(0, "Outputs of a torchvision/timm model (0 = 1000); must match the weights.")
-    label: str = documented("", "The model's name in results and the report (default `name`); tells two models of one "
-                     "architecture apart.")
-    architecture: str = documented("", "Your own model: `\"package.module:function\"` or `\"file.py:function\"` (relative to "
-                            "the config file's folder) returning an `nn.Module` (split automatically) or an "
-                            "`attreval.StagedModel`; `name` is then only a label. It runs your code.")
+    label: str = documented("", "The model's name in results and the report (default `name`); tells two models of one architecture apart.")
+    architecture: str = documented(
+        "",
+        'Your own model: `"package.module:function"` or `"file.py:function"` (relative to '
+        "the config file's folder) returning an `nn.Module` (split automatically) or an "
+        "`attreval.StagedModel`; `name` is then only a label. It runs your code.",
+    )
 
     @property
     def key(self) -> str:
@@ -74,18 +101,27 @@ class GridConfig:
     """Grid data (PAPER.md §1.1): ``gridpg`` grids of distinct classes, ``disconnected`` grids with repeated
     corners for DiFull/DiPart, from the images that pass the ``images`` rule."""
 
-    n: int = documented(2, "Cells per side of a grid (n×n cells of distinct classes; needs n² classes, n²−1 for the "
-                 "DiFull/DiPart grids).")
+    n: int = documented(2, "Cells per side of a grid (n×n cells of distinct classes; needs n² classes, n²−1 for the DiFull/DiPart grids).")
     gridpg: int = documented(500, "Number of GridPG grids (all n² cells are evaluated: n²·gridpg maps per unit).")
-    disconnected: int = documented(1000, "Number of DiFull/DiPart grids (the corner heads are evaluated: 2·disconnected maps "
-                            "per unit with `heads = \"corners\"`).")
-    confidence: float = documented(0.99, "Softmax threshold in [0, 1] of the `images` rules `correct-and-confident` and "
-                            "`confident`: the probability of the image's own label must be at least this.")
-    images: str = documented("correct-and-confident", "Which images may enter a grid: `correct-and-confident` (the paper's: "
-                      "the model's top class is the label and its softmax ≥ `confidence`), `confident` (softmax of the "
-                      "label ≥ `confidence`, right or wrong), `any` (every image; for untrained or randomised models).")
-    selection: str = documented("per_model", "Whose rule: `per_model` (each model gets grids of the images it passes, as the "
-                         "paper does) or `intersection` (one grid set of the images every model passes).")
+    disconnected: int = documented(
+        1000, 'Number of DiFull/DiPart grids (the corner heads are evaluated: 2·disconnected maps per unit with `heads = "corners"`).'
+    )
+    confidence: float = documented(
+        0.99,
+        "Softmax threshold in [0, 1] of the `images` rules `correct-and-confident` and "
+        "`confident`: the probability of the image's own label must be at least this.",
+    )
+    images: str = documented(
+        "correct-and-confident",
+        "Which images may enter a grid: `correct-and-confident` (the paper's: "
+        "the model's top class is the label and its softmax ≥ `confidence`), `confident` (softmax of the "
+        "label ≥ `confidence`, right or wrong), `any` (every image; for untrained or randomised models).",
+    )
+    selection: str = documented(
+        "per_model",
+        "Whose rule: `per_model` (each model gets grids of the images it passes, as the "
+        "paper does) or `intersection` (one grid set of the images every model passes).",
+    )
 
 
 @dataclass(frozen=True)
@@ -93,22 +129,31 @@ class EvaluationConfig:
     """What to evaluate, and how much at once."""
 
     settings: tuple[str, ...] = documented(ALL, "Settings to evaluate: `gridpg`, `difull`, `dipart` (PAPER.md §1.2–1.4).")
-    layers: tuple[str, ...] = documented(("input", "middle", "final"), "Layers to attribute at: `input`, `middle`, `final` or "
-                                  "a stage name of the model (ML-Att, PAPER.md §2).")
-    methods: tuple[str, ...] = documented(("all",), "Registered method names and `[variants.NAME]` names; `[\"all\"]` = every "
-                                   "registered method, then every variant (`attreval list methods`).")
-    heads: str = documented("corners", "DiFull/DiPart heads attributed: `corners` (top-left and bottom-right, PAPER.md §1.3) or "
-                     "`all`.")
-    smooth_methods: tuple[str, ...] = documented(("int_grad", "input_x_grad"), "Methods whose maps are also scored after "
-                                          "Gaussian smoothing with every `kernel_sizes` entry (S-IntGrad, S-IxG, §6.1).")
-    kernel_sizes: tuple[int, ...] = documented(PAPER_KERNELS, "Gaussian kernel sizes at `reference_side` px, scaled to each "
-                                        "map's side (odd, ≥ 1).")
+    layers: tuple[str, ...] = documented(
+        ("input", "middle", "final"),
+        "Layers to attribute at: `input`, `middle`, `final` or a stage name of the model (ML-Att, PAPER.md §2).",
+    )
+    methods: tuple[str, ...] = documented(
+        ("all",),
+        'Registered method names and `[variants.NAME]` names; `["all"]` = every '
+        "registered method, then every variant (`attreval list methods`).",
+    )
+    heads: str = documented("corners", "DiFull/DiPart heads attributed: `corners` (top-left and bottom-right, PAPER.md §1.3) or `all`.")
+    smooth_methods: tuple[str, ...] = documented(
+        ("int_grad", "input_x_grad"),
+        "Methods whose maps are also scored after Gaussian smoothing with every `kernel_sizes` entry (S-IntGrad, S-IxG, §6.1).",
+    )
+    kernel_sizes: tuple[int, ...] = documented(
+        PAPER_KERNELS, "Gaussian kernel sizes at `reference_side` px, scaled to each map's side (odd, ≥ 1)."
+    )
     reference_side: int = documented(448, "The map side (px) at which `kernel_sizes` hold (the paper's 448-px grids).")
     batch_size: int = documented(8, "Grids per batch: memory grows with it, results do not change.")
-    chunk_size: int = documented(64, "Most inputs per forward pass inside a method (IG steps, occlusion windows, RISE masks, "
-                          "CAM channels); halved automatically after an out-of-memory error.")
-    store_maps: bool = documented(True, "Keep every unit's maps in `maps/UNIT.npy` (float16); needed for AggAtt and the "
-                           "report's examples.")
+    chunk_size: int = documented(
+        64,
+        "Most inputs per forward pass inside a method (IG steps, occlusion windows, RISE masks, "
+        "CAM channels); halved automatically after an out-of-memory error.",
+    )
+    store_maps: bool = documented(True, "Keep every unit's maps in `maps/UNIT.npy` (float16); needed for AggAtt and the report's examples.")
 
 
 @dataclass(frozen=True)
@@ -121,8 +166,9 @@ class VariantConfig:
     """
 
     method: str = documented(doc="The registered method this variant configures (e.g. `smoothgrad`).")
-    options: dict[str, Any] = documented(doc="Every other key of the table: an option of that method (as in "
-                                  "`[methods.METHOD]`, on top of which it applies).", factory=dict)
+    options: dict[str, Any] = documented(
+        doc="Every other key of the table: an option of that method (as in `[methods.METHOD]`, on top of which it applies).", factory=dict
+    )
     layers: tuple[str, ...] = documented((), "Evaluate only at these `[evaluation] layers` (empty = all).")
     settings: tuple[str, ...] = documented((), "Evaluate only in these `[evaluation] settings` (empty = all).")
 
@@ -143,11 +189,15 @@ class RunConfig:
     models: tuple[ModelConfig, ...] = documented((), "The `[[models]]` tables (at least one).")
     grids: GridConfig = documented(doc="The `[grids]` table.", factory=GridConfig)
     evaluation: EvaluationConfig = documented(doc="The `[evaluation]` table.", factory=EvaluationConfig)
-    methods: dict[str, dict[str, Any]] = documented(doc="`[methods.METHOD]` tables: options replacing fields of a registered "
-                                             "method's preset (e.g. `[methods.rise] num_masks = 250`); unknown options "
-                                             "fail with the valid list.", factory=dict)
-    variants: dict[str, VariantConfig] = documented(doc="`[variants.NAME]` tables: named, configured instances of a registered "
-                                             "method, evaluated as methods called NAME.", factory=dict)
+    methods: dict[str, dict[str, Any]] = documented(
+        doc="`[methods.METHOD]` tables: options replacing fields of a registered "
+        "method's preset (e.g. `[methods.rise] num_masks = 250`); unknown options "
+        "fail with the valid list.",
+        factory=dict,
+    )
+    variants: dict[str, VariantConfig] = documented(
+        doc="`[variants.NAME]` tables: named, configured instances of a registered method, evaluated as methods called NAME.", factory=dict
+    )
 
     def method_names(self) -> list[str]:
         """Evaluated method names: ``"all"`` = every registered method, then every variant."""

@@ -1,4 +1,5 @@
 """Labelled image datasets (Fashion-MNIST, CIFAR-10, image folders) and grid datasets."""
+
 from __future__ import annotations
 
 from torch.utils.data import Dataset, Subset, TensorDataset
@@ -9,8 +10,17 @@ __all__ = ["GridDataset", "build_grid_dataset", "class_names", "load_dataset"]
 
 
 def load_dataset(
-    kind: str, root: str = "", split: str = "test", labels_file: str = "", resize: int = 256, crop: int = 224, limit: int = 0,
-    channels: int = 3, normalize: bool = True, mean: tuple[float, ...] = (), std: tuple[float, ...] = (),
+    kind: str,
+    root: str = "",
+    split: str = "test",
+    labels_file: str = "",
+    resize: int = 256,
+    crop: int = 224,
+    limit: int = 0,
+    channels: int = 3,
+    normalize: bool = True,
+    mean: tuple[float, ...] = (),
+    std: tuple[float, ...] = (),
 ) -> Dataset:
     """A dataset of ``(image (C, H, W) float32, label)`` as named in a run config's ``[data]``;
     ``limit > 0`` keeps only its first ``limit`` images. ``resize``, ``crop``, ``channels``, ``normalize``,

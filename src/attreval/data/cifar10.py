@@ -35,12 +35,19 @@ SPLIT_FILES: dict[str, tuple[str, ...]] = {
 #: The only globals a batch may reference: numpy's array, scalar and dtype reconstruction (``_reconstruct`` up to
 #: pickle protocol 4, ``_frombuffer`` at 5; module names of numpy < 2 and ≥ 2) and ``_codecs.encode``, which
 #: Python 3 pickles use for bytes at protocols < 3. None of them runs code or touches files.
-ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),  # labels as numpy integers
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
-})
+ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),  # labels as numpy integers
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),
+    }
+)
 
 
 class BatchUnpickler(pickle.Unpickler):
@@ -48,8 +55,9 @@ class BatchUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"a reference to {module}.{name}, which a CIFAR-10 batch does not hold (refused: "
-                                         "loading it could run code)")
+            raise pickle.UnpicklingError(
+                f"a reference to {module}.{name}, which a CIFAR-10 batch does not hold (refused: loading it could run code)"
+            )
         return super().find_class(module, name)
 
 
@@ -64,8 +72,10 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         data = np.asarray(batch[b"data"], dtype=np.uint8)
         labels = np.asarray(batch[b"labels"], dtype=np.int64)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"expected a CIFAR-10 batch (a pickled dict of bytes, lists and numpy arrays) in {str(path)!r}, "
-                         f"got {str(error).splitlines()[0] if str(error) else 'an unreadable pickle'}") from None
+        raise ValueError(
+            f"expected a CIFAR-10 batch (a pickled dict of bytes, lists and numpy arrays) in {str(path)!r}, "
+            f"got {str(error).splitlines()[0] if str(error) else 'an unreadable pickle'}"
+        ) from None
     except (OSError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
         raise ValueError(f"expected a pickled dict with b'data' and b'labels' in {str(path)!r}, got {error!r}") from None
     if data.ndim != 2 or data.shape[1] != 3072 or labels.shape != (len(data),):

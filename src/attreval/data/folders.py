@@ -64,8 +64,9 @@ def imagenet_transform(resize: int = 256, crop: int = 224) -> transforms.Compose
     )
 
 
-def folder_transform(resize: int = 256, crop: int = 224, channels: int = 3, normalize: bool = True,
-                     mean: tuple[float, ...] = (), std: tuple[float, ...] = ()) -> transforms.Compose:
+def folder_transform(
+    resize: int = 256, crop: int = 224, channels: int = 3, normalize: bool = True, mean: tuple[float, ...] = (), std: tuple[float, ...] = ()
+) -> transforms.Compose:
     """RGB PIL image → float32 ``(channels, crop, crop)``: grey first when ``channels = 1`` (PIL's ``L``) →
     ``Resize(resize)`` (shorter side; 0 = none) → ``CenterCrop(crop)`` (0 = none) → ``ToTensor`` ([0, 1]) →
     ``Normalize(mean, std)`` unless ``normalize`` is false. Empty ``mean``/``std``: ImageNet's (RGB only);

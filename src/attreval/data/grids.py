@@ -7,6 +7,7 @@ every image, for untrained or randomised models); :func:`sample_grid_indices` dr
 :func:`build_grid_dataset` does both and stitches the cells. A :class:`GridDataset` saves and loads with
 its labels, spec, source indices and class names; its file format lives only in this class.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,9 +62,15 @@ class GridDataset:
     def payload(self) -> dict:
         """The grid file's content: the one place its schema is written (:meth:`load` reads it back)."""
         return {
-            "images": self.images, "labels": self.labels, "sources": self.sources,
-            "n": self.spec.n, "cell_h": self.spec.cell_h, "cell_w": self.spec.cell_w,
-            "repeat_corners": self.repeat_corners, "seed": self.seed, "class_names": list(self.class_names),
+            "images": self.images,
+            "labels": self.labels,
+            "sources": self.sources,
+            "n": self.spec.n,
+            "cell_h": self.spec.cell_h,
+            "cell_w": self.spec.cell_w,
+            "repeat_corners": self.repeat_corners,
+            "seed": self.seed,
+            "class_names": list(self.class_names),
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -132,8 +139,12 @@ IMAGE_RULES = ("correct-and-confident", "confident", "any")
 
 
 def select_images(
-    models: Sequence[nn.Module], images: Tensor, labels: Tensor, threshold: float = 0.99,
-    rule: str = "correct-and-confident", batch_size: int = 256,
+    models: Sequence[nn.Module],
+    images: Tensor,
+    labels: Tensor,
+    threshold: float = 0.99,
+    rule: str = "correct-and-confident",
+    batch_size: int = 256,
 ) -> tuple[Tensor, str]:
     """Indices of the images that pass ``rule`` for **every** model, and a one-line account of what it removed.
 
@@ -173,8 +184,9 @@ def select_images(
     where = f'[grids] images = "{rule}"' + ("" if rule == "any" else f" (confidence ≥ {threshold:g})")
     removed = [f"{int(wrong.sum())} misclassified"] if rule == "correct-and-confident" else []
     removed += [] if rule == "any" else [f"{int((unsure & ~wrong).sum())} below confidence"]
-    summary = (f"{where} kept {int(keep.sum())} of {len(images)} images of {kept_classes} of {classes} classes"
-               + (f": {', '.join(removed)}" if removed else ""))
+    summary = f"{where} kept {int(keep.sum())} of {len(images)} images of {kept_classes} of {classes} classes" + (
+        f": {', '.join(removed)}" if removed else ""
+    )
     return keep.nonzero().squeeze(1), summary
 
 
@@ -195,7 +207,9 @@ def _checked_logits(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
         raise ValueError(f"expected logits of shape (B, K) from the model, got {tuple(logits.shape)}")
     if not torch.isfinite(logits).all():
         bad = int((~torch.isfinite(logits)).any(dim=1).sum())
-        raise ValueError(f"expected finite model outputs, got NaN/inf logits for {bad} of {len(images)} images in a batch (check the weights)")
+        raise ValueError(
+            f"expected finite model outputs, got NaN/inf logits for {bad} of {len(images)} images in a batch (check the weights)"
+        )
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
         raise ValueError(
             f"expected labels in 0..{logits.shape[1] - 1} (the model's {logits.shape[1]} outputs), "
@@ -205,7 +219,13 @@ def _checked_logits(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
 
 
 def sample_grid_indices(
-    labels: Tensor, pool: Tensor, n: int, count: int, *, repeat_corners: bool = False, generator: torch.Generator,
+    labels: Tensor,
+    pool: Tensor,
+    n: int,
+    count: int,
+    *,
+    repeat_corners: bool = False,
+    generator: torch.Generator,
     pool_name: str = "confident",
 ) -> Tensor:
     """Draw ``count`` grids of source indices ``(count, n²)`` from the images ``pool`` (PAPER.md §1.1).
@@ -218,13 +238,10 @@ def sample_grid_indices(
     """
     pool_labels = labels[pool]
     classes = torch.unique(pool_labels)
-    queues = {int(c): pool[pool_labels == c][torch.randperm(int((pool_labels == c).sum()), generator=generator)].tolist()
-              for c in classes}
+    queues = {int(c): pool[pool_labels == c][torch.randperm(int((pool_labels == c).sum()), generator=generator)].tolist() for c in classes}
     needed = n * n - (1 if repeat_corners else 0)
     if n * n > 1 and len(classes) < needed:
-        raise ValueError(
-            f"expected at least {needed} classes with {pool_name} images for {n}×{n} grids, got {len(classes)}"
-        )
+        raise ValueError(f"expected at least {needed} classes with {pool_name} images for {n}×{n} grids, got {len(classes)}")
     grids = []
     for g in range(count):
         chosen = _draw_classes(queues, needed, repeat_corners, generator)
@@ -283,11 +300,17 @@ def build_grid_dataset(
     log.info("%s, for all %d model(s)", summary, len(models))
     generator = torch.Generator().manual_seed(seed)
     try:
-        sources = sample_grid_indices(labels, pool, n, count, repeat_corners=repeat_corners, generator=generator,
-                                      pool_name="selected" if rule == "any" else "confident")
+        sources = sample_grid_indices(
+            labels,
+            pool,
+            n,
+            count,
+            repeat_corners=repeat_corners,
+            generator=generator,
+            pool_name="selected" if rule == "any" else "confident",
+        )
     except ValueError as err:
         raise ValueError(f"{err}; {summary}") from None
     cells = images[sources.view(-1)]
     spec = GridSpec(n, images.shape[-2], images.shape[-1])
-    return GridDataset(unfold_cells(cells, n).contiguous(), labels[sources], sources, spec, repeat_corners, seed,
-                       class_names(dataset))
+    return GridDataset(unfold_cells(cells, n).contiguous(), labels[sources], sources, spec, repeat_corners, seed, class_names(dataset))

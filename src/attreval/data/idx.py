@@ -67,9 +67,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     dtype = _DTYPES[code]
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(
-            f"expected {expected} data bytes for shape {shape}, got {len(raw) - header} in {path} (truncated?)"
-        )
+        raise ValueError(f"expected {expected} data bytes for shape {shape}, got {len(raw) - header} in {path} (truncated?)")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 

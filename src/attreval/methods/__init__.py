@@ -2,6 +2,7 @@
 
 Importing this package registers every built-in method in :data:`METHODS`.
 """
+
 from __future__ import annotations
 
 import dataclasses

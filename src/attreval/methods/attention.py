@@ -34,6 +34,7 @@ What a map means:
   value/MLP paths in between are not followed, as in the papers). After the last block (average-pooled models'
   ``final``) no attention is left and the map is the readout ``p`` itself.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -103,8 +104,10 @@ def _recording(blocks: list[TokenBlock], entries: list[nn.Module]) -> Iterator[_
         fused, mine = (output[0], ours[0]) if isinstance(output, tuple) else (output, ours)
         scale = max(float(fused.detach().abs().max()), 1.0)
         if not torch.allclose(mine.detach(), fused.detach(), rtol=1e-4, atol=1e-5 * scale):
-            raise ValueError(f"expected the explicit attention of {type(module).__name__} to reproduce its output, got a "
-                             f"largest difference of {float((mine - fused).abs().max()):.3g}")
+            raise ValueError(
+                f"expected the explicit attention of {type(module).__name__} to reproduce its output, got a "
+                f"largest difference of {float((mine - fused).abs().max()):.3g}"
+            )
         record.probs.append(probs)
         return ours  # the probabilities are now on the path to the logits, so their gradient is ∇A
 
@@ -169,7 +172,7 @@ class _AttentionMethod(Method):
         """The maps ``(n, h, w)`` at the tail's input of one target column whose summed logit is ``y``."""
         if record.last is None:  # no block left: the map is the head's readout of the layer's own token map
             (grad,) = torch.autograd.grad(y, leaf, retain_graph=keep)
-            return readout(grad, head.num_extra)[:, head.num_extra:].reshape(leaf.shape[0], *leaf.shape[-2:]).float()
+            return readout(grad, head.num_extra)[:, head.num_extra :].reshape(leaf.shape[0], *leaf.shape[-2:]).float()
         wanted = [record.last] + (list(record.probs) if self.needs_attention_grad else [])
         grads = torch.autograd.grad(y, wanted, retain_graph=True)
         r = readout(grads[0], record.last_extra)  # (rows, N)
@@ -177,7 +180,7 @@ class _AttentionMethod(Method):
         for probs, grad in reversed(list(zip(record.probs, attention_grads))):
             r = (r[:, None, :] @ self.block_matrix(probs.detach().double(), grad)).squeeze(1)
         entry = record.entry
-        token_map = r[:, record.last_extra:].reshape(-1, 1, *record.grid).to(entry.dtype)  # extra tokens dropped
+        token_map = r[:, record.last_extra :].reshape(-1, 1, *record.grid).to(entry.dtype)  # extra tokens dropped
         if record.entry_is_image:  # patch relevance → the pixels of each image the patch embedding saw
             token_map = F.interpolate(token_map, size=tuple(entry.shape[-2:]), mode="bilinear", align_corners=False)
         cotangent = torch.zeros_like(entry)

@@ -9,6 +9,7 @@ configuration is the instance registered under its name (PAPER.md §4). Maps are
 float32 at the resolution of ``task.inputs``, summed over channels, sign kept: a ReLU that defines a
 method belongs to the method; taking the positive part belongs to the metric.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -54,9 +55,7 @@ class Task:
         if self.inputs.dim() != 4:
             raise ValueError(f"expected inputs of shape (B, C, h, w), got {tuple(self.inputs.shape)}")
         if self.classes.dim() != 2 or self.classes.shape[0] != self.inputs.shape[0]:
-            raise ValueError(
-                f"expected classes of shape (B={self.inputs.shape[0]}, T), got {tuple(self.classes.shape)}"
-            )
+            raise ValueError(f"expected classes of shape (B={self.inputs.shape[0]}, T), got {tuple(self.classes.shape)}")
         if self.heads.shape != (self.classes.shape[1],):
             raise ValueError(f"expected heads of shape (T={self.classes.shape[1]},), got {tuple(self.heads.shape)}")
         positive_int("chunk_size", self.chunk_size)
@@ -161,7 +160,12 @@ def pick_targets(out: Tensor, heads: Tensor, classes: Tensor) -> Tensor:
 
 
 def target_gradients(
-    tail: Tail | Forward, x: Tensor, heads: Tensor, classes: Tensor, chunk_size: int, rows: bool = False,
+    tail: Tail | Forward,
+    x: Tensor,
+    heads: Tensor,
+    classes: Tensor,
+    chunk_size: int,
+    rows: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Gradient of each row's own target logit with respect to that row.
 
@@ -188,9 +192,7 @@ def target_gradients(
     return grads, logits
 
 
-def shared_forward_gradients(
-    tail: Tail | Forward, x: Tensor, heads: Tensor, classes: Tensor, chunk_size: int
-) -> tuple[Tensor, Tensor]:
+def shared_forward_gradients(tail: Tail | Forward, x: Tensor, heads: Tensor, classes: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
     """Gradients of all T targets of every row from one forward per row and one backward per target.
 
     Args:
@@ -230,8 +232,12 @@ def example_gradients(task: Task, x: Tensor, example: Tensor) -> tuple[Tensor, T
     if not task.tail.separable or t == 1:
         return shared_forward_gradients(task.tail, x, heads, classes, task.chunk_size)
     grads, logits = target_gradients(
-        task.tail, x.repeat_interleave(t, dim=0), heads.repeat(x.shape[0]), classes.reshape(-1),
-        task.chunk_size, rows=True,
+        task.tail,
+        x.repeat_interleave(t, dim=0),
+        heads.repeat(x.shape[0]),
+        classes.reshape(-1),
+        task.chunk_size,
+        rows=True,
     )
     return grads.view(x.shape[0], t, *x.shape[1:]), logits.view(x.shape[0], t)
 

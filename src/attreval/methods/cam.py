@@ -7,6 +7,7 @@ layer) and g = ∂y_c/∂A, every method but Layer-CAM is ``ReLU(Σ_k w_k A_k)``
 resolution; no per-map normalisation (it would change nothing in the score and break AggAtt's
 common scale, PAPER.md §3).
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,7 +69,8 @@ def exp_logit_scale(maps: Tensor, logits: Tensor) -> Tensor:
         logger.warning(
             "Grad-CAM++: exp(y_c) clipped for %d map(s) to stay in float32 (|logit| up to %.1f); "
             "a positive per-map scale, the localization score is unchanged",
-            int(changed.sum()), float(logits.abs().max()),
+            int(changed.sum()),
+            float(logits.abs().max()),
         )
     return (maps.double() * clipped[..., None, None]).float()
 

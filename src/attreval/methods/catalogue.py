@@ -2,6 +2,7 @@
 docs/methods.md (between ``<!-- methods:begin -->`` and ``<!-- methods:end -->``; a test keeps them equal,
 ``attreval list methods --markdown`` prints the table, ``python -m attreval.methods.catalogue`` rewrites them).
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """Bring your own method: any callable ``(forward, inputs, targets) -> maps``, or a Captum class."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -3,6 +3,7 @@
 Every method here explains ``task.tail`` (f_explain of PAPER.md §2) with respect to ``task.inputs``
 (the activations at the layer) and returns ``(B, T, h, w)`` float32 maps summed over channels.
 """
+
 from __future__ import annotations
 
 import logging

@@ -39,6 +39,7 @@ only decides *where* they go and batches them like every other backprop method:
   same function in canonical form (merged BatchNorms), so other users of the model see unchanged outputs up
   to rounding.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -142,14 +143,23 @@ class LRP(Method):
         return zennit.core.Composite(module_map=module_map, canonizers=self.canonizers())
 
     def __call__(self, task: Task) -> Tensor:
-        attention = next((type(m).__name__ for mod in task.tail.modules for m in mod.modules()
-                          if isinstance(m, (nn.MultiheadAttention, nn.LayerNorm)) or type(m).__name__.endswith("Attention")), None)
+        attention = next(
+            (
+                type(m).__name__
+                for mod in task.tail.modules
+                for m in mod.modules()
+                if isinstance(m, (nn.MultiheadAttention, nn.LayerNorm)) or type(m).__name__.endswith("Attention")
+            ),
+            None,
+        )
         if attention is not None:
             # Zennit has rules for convolutions, linear layers, pooling and BatchNorm, none for attention or
             # LayerNorm: their gradient passes through unmodified, relevance is not conserved, and the ε rules
             # divide by near-zero sums (maps then differ between a batch and its examples by more than their size).
-            raise ValueError(f"expected a CNN for Zennit's LRP rules, got a tail with {attention} modules (no LRP rule for "
-                             "attention or LayerNorm in Zennit; use a gradient, CAM or perturbation method on transformers)")
+            raise ValueError(
+                f"expected a CNN for Zennit's LRP rules, got a tail with {attention} modules (no LRP rule for "
+                "attention or LayerNorm in Zennit; use a gradient, CAM or perturbation method on transformers)"
+            )
         composite = self.composite(task)
         with lrp_scope(task.tail.modules, composite):
             grads, logits = example_gradients(task, task.inputs, torch.arange(task.batch, device=task.inputs.device))

@@ -1,5 +1,6 @@
 """Where LRP's rules go: a Zennit composite registered on a tail's modules only, and everything Zennit changes
 on them put back afterwards (see the "Scope" and "Canonizers" notes of :mod:`attreval.methods.lrp`)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -34,15 +35,17 @@ def _snapshot(root: nn.Module) -> list[tuple]:
     saved = []
     for module in root.modules():
         params = dict(module._parameters)
-        saved.append((
-            module,
-            params,
-            {name: p.data for name, p in params.items() if p is not None},
-            dict(module._buffers),
-            {name: b.data for name, b in module._buffers.items() if b is not None},
-            dict(module._modules),
-            module.__dict__.get("forward", _MISSING),
-        ))
+        saved.append(
+            (
+                module,
+                params,
+                {name: p.data for name, p in params.items() if p is not None},
+                dict(module._buffers),
+                {name: b.data for name, b in module._buffers.items() if b is not None},
+                dict(module._modules),
+                module.__dict__.get("forward", _MISSING),
+            )
+        )
     return saved
 
 
@@ -92,8 +95,7 @@ def lrp_scope(modules: Iterable[nn.Module], composite: Any) -> Iterator[nn.Modul
         except Exception as err:
             line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             raise ValueError(
-                f"expected modules Zennit can canonize and hook for LRP, got {type(err).__name__}: {line} "
-                "(try canonizer=\"none\")"
+                f'expected modules Zennit can canonize and hook for LRP, got {type(err).__name__}: {line} (try canonizer="none")'
             ) from None
         yield root
     finally:

@@ -5,6 +5,7 @@ Both run many perturbed copies of every example through ``task.tail`` with
 batches at most ~``task.chunk_size`` inputs per pass. At hidden layers the perturbation acts on the
 activations (occluded value 0; RISE masks multiply the activations), PAPER.md §2.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -131,6 +132,7 @@ class Occlusion(Method):
 def window_boxes(rows: Tensor, cols: Tensor) -> Tensor:
     """``(Pr·Pc, 4)`` long ``(top, bottom, left, right)`` of every window, row-major over the ``Pr × Pc`` grid of
     row masks ``rows (Pr, h)`` and column masks ``cols (Pc, w)`` (each one interval)."""
+
     def bounds(masks: Tensor) -> Tensor:
         start = masks.int().argmax(1)  # the first position of each interval
         return torch.stack([start, start + masks.sum(1)], 1)
@@ -287,9 +289,7 @@ class RISE(Method):
         x = task.inputs
         masks = device_masks(x.device, *x.shape[-2:], self.num_masks, self.grid_size, float(self.keep_prob), int(self.seed))
         perturb_masks = masks.to(dtype=x.dtype)
-        probs = perturbed_targets(
-            task, lambda part: x[:, None] * perturb_masks[part, None], self.num_masks, softmax=True
-        )  # (B, M, T)
+        probs = perturbed_targets(task, lambda part: x[:, None] * perturb_masks[part, None], self.num_masks, softmax=True)  # (B, M, T)
         return torch.einsum("bmt,mhw->bthw", probs, masks) / (self.num_masks * self.keep_prob)
 
 

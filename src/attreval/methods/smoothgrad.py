@@ -1,4 +1,5 @@
 """SmoothGrad (Smilkov et al. 2017) over any base method: the baseline for smoothing (PAPER.md §6.3)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -80,9 +81,7 @@ class SmoothGrad(Method):
         for part in chunks(task.batch, max(1, task.chunk_size // samples)):
             noisy = (x[part][:, None] + noise[:, part].transpose(0, 1)).flatten(0, 1)  # (b·S, C, h, w)
             image = None if task.image is None else task.image[part].repeat_interleave(samples, dim=0)
-            sub = dataclasses.replace(
-                task, inputs=noisy, classes=task.classes[part].repeat_interleave(samples, dim=0), image=image
-            )
+            sub = dataclasses.replace(task, inputs=noisy, classes=task.classes[part].repeat_interleave(samples, dim=0), image=image)
             out = base(sub)
             maps.append(out.unflatten(0, (-1, samples)).mean(dim=1))
         return torch.cat(maps).float()

@@ -7,6 +7,7 @@ returns an ``nn.Module`` (split automatically, like any torchvision/timm model) 
 returned ``nn.Module`` with ``torch.load(weights_only=True)``; a factory returning a StagedModel loads its
 own weights. The function runs the user's code: name only code you trust, as with any Python import.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,7 +24,7 @@ from attreval.models.staged import StagedModel, StagedModule
 def resolve_factory(spec: str, base: Path | None = None) -> Callable[..., object]:
     """The function named by ``"module:function"`` or ``"file.py:function"`` (a file relative to ``base``)."""
     if not isinstance(spec, str) or spec.count(":") < 1 or not spec.rsplit(":", 1)[1]:
-        raise ValueError(f"expected architecture = \"package.module:function\" or \"path/file.py:function\", got {spec!r}")
+        raise ValueError(f'expected architecture = "package.module:function" or "path/file.py:function", got {spec!r}')
     where, function = spec.rsplit(":", 1)
     if where.endswith(".py"):
         path = Path(where).expanduser()
@@ -44,7 +45,9 @@ def resolve_factory(spec: str, base: Path | None = None) -> Callable[..., object
         try:
             module = importlib.import_module(where)
         except Exception as err:
-            raise ValueError(f"expected an importable module '{where}' for architecture {spec!r}, got {type(err).__name__}: {_line(err)}") from None
+            raise ValueError(
+                f"expected an importable module '{where}' for architecture {spec!r}, got {type(err).__name__}: {_line(err)}"
+            ) from None
     fn = getattr(module, function, None)
     if not callable(fn):
         raise ValueError(f"expected a function '{function}' in {where}, found {'nothing' if fn is None else type(fn).__name__}")

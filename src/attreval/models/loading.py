@@ -1,5 +1,6 @@
 """Models named in a run config: the project's own (shipped weights), any torchvision/timm classification
 CNN with weights from a local file, or the user's own factory function. Nothing is downloaded."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -18,8 +19,7 @@ def torchvision_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def load_model(name: str, weights: str = "", num_classes: int = 0, layers: Sequence[str] = (),
-               architecture: str = "") -> nn.Module:
+def load_model(name: str, weights: str = "", num_classes: int = 0, layers: Sequence[str] = (), architecture: str = "") -> nn.Module:
     """A model in eval mode on the CPU, split and verified (:func:`~attreval.models.splitters.split_model`).
 
     Args:
@@ -136,6 +136,10 @@ def _load_error_detail(err: Exception) -> str:
         if line.startswith("size mismatch"):
             found = re.search(r"size mismatch for (\S+): .*torch\.Size\(\[(\d+)[^\]]*\]\) from checkpoint.*torch\.Size\(\[(\d+)", line)
             classifier = found is not None and re.match(r"(fc|classifier|head)\b", found.group(1)) is not None
-            hint = f" (the checkpoint has {found.group(2)} outputs: set num_classes = {found.group(2)})" if found is not None and classifier and found.group(2) != found.group(3) else ""
+            hint = (
+                f" (the checkpoint has {found.group(2)} outputs: set num_classes = {found.group(2)})"
+                if found is not None and classifier and found.group(2) != found.group(3)
+                else ""
+            )
             return line[:300] + hint
     return lines[0][:300] if lines else type(err).__name__

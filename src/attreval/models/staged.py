@@ -18,6 +18,7 @@ The splitters that build a :class:`StagedModel` from a torchvision/timm/any mode
 :mod:`attreval.models.splitters`; every split is checked against the model's own output
 (:meth:`StagedModel.verify`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -62,7 +63,9 @@ class StagedModel:
         for head in ("cell_head", "grid_head"):
             value = getattr(self, head)
             if value is not None and not isinstance(value, nn.Module):
-                raise TypeError(f"expected {head} to be an nn.Module (wrap a function in attreval.models.Lambda), got {type(value).__name__}")
+                raise TypeError(
+                    f"expected {head} to be an nn.Module (wrap a function in attreval.models.Lambda), got {type(value).__name__}"
+                )
         for alias, target in self.aliases.items():
             if target not in names:
                 raise ValueError(f"expected alias '{alias}' to name a stage, got '{target}' (stages: {', '.join(names)})")
@@ -96,9 +99,7 @@ class StagedModel:
     def modules_from(self, start: int, grid: bool = False) -> tuple[nn.Module, ...]:
         """Every module the network from layer ``start`` runs: the later stages and a head."""
         head = self.grid_head if grid else self.cell_head
-        return tuple(module for _, module in self.stages[start:] if isinstance(module, nn.Module)) + (
-            (head,) if head is not None else ()
-        )
+        return tuple(module for _, module in self.stages[start:] if isinstance(module, nn.Module)) + ((head,) if head is not None else ())
 
     def grid_head_or_error(self) -> nn.Module:
         """``grid_head``, or a one-line error saying why GridPG cannot pool this model's head."""
@@ -124,11 +125,15 @@ class StagedModel:
                 features = self.run(probe)
                 got = self.cell_head(features)
             except Exception as err:
-                raise ValueError(f"expected the split of {self.architecture} to run on a {tuple(probe.shape[1:])} input, got {type(err).__name__}: {_first_line(err)}") from None
+                raise ValueError(
+                    f"expected the split of {self.architecture} to run on a {tuple(probe.shape[1:])} input, got {type(err).__name__}: {_first_line(err)}"
+                ) from None
             if not isinstance(expected, Tensor):
                 raise ValueError(f"expected {self.architecture} to return a logits tensor, got {type(expected).__name__}")
             if not torch.isfinite(expected).all():
-                raise ValueError(f"expected finite model outputs, got NaN/inf from {self.architecture} on a random probe (check its weights)")
+                raise ValueError(
+                    f"expected finite model outputs, got NaN/inf from {self.architecture} on a random probe (check its weights)"
+                )
             _check_close(self.architecture, "stages + cell head", got, expected, rtol)
             if self.grid_head is not None and self.window is None:
                 # a pooling head is the same on a 2×2 tiling of one cell's features (GAP of a tiling = GAP)
@@ -136,11 +141,14 @@ class StagedModel:
                 try:
                     pooled = self.grid_head(tiled)
                 except Exception as err:
-                    raise ValueError(f"expected the grid head of {self.architecture} to run on grid features, got {type(err).__name__}: {_first_line(err)}") from None
+                    raise ValueError(
+                        f"expected the grid head of {self.architecture} to run on grid features, got {type(err).__name__}: {_first_line(err)}"
+                    ) from None
                 _check_close(self.architecture, "grid head on a tiled cell", pooled, self.grid_head(features), rtol)
 
-    def check_cell(self, cell_shape: Sequence[int], gridpg: bool, device: torch.device | str = "cpu",
-                   dtype: torch.dtype = torch.float32) -> None:
+    def check_cell(
+        self, cell_shape: Sequence[int], gridpg: bool, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> None:
         """One-line error before a run when cells of ``cell_shape`` ``(C, H, W)`` cannot be evaluated.
 
         Runs the stages on one zero cell (wrong channel counts or too small cells fail here, not mid-run); with

@@ -12,9 +12,9 @@ layers and last max-pool, i.e. ``[64, M, 128, M, 256, 256, M, 512, 512, M]``. On
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -146,9 +146,7 @@ class SmallResNet(nn.Module):
 def _make_stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
     downsample = None
     if stride != 1 or in_planes != planes:
-        downsample = nn.Sequential(
-            nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(planes)
-        )
+        downsample = nn.Sequential(nn.Conv2d(in_planes, planes, kernel_size=1, stride=stride, bias=False), nn.BatchNorm2d(planes))
     layers = [BasicBlock(in_planes, planes, stride=stride, downsample=downsample)]
     layers += [BasicBlock(planes, planes) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
@@ -169,9 +167,7 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def vgg_small(
-    num_classes: int = 10, in_channels: int = 1, width: float = 0.25, dropout: float = 0.25, **kwargs
-) -> FashionVGG:
+def vgg_small(num_classes: int = 10, in_channels: int = 1, width: float = 0.25, dropout: float = 0.25, **kwargs) -> FashionVGG:
     """The Fashion-MNIST VGG: :data:`VGG_CFG` at ``width`` (default 1/4: ``[16, M, 32, M, 64, 64, M, 128, 128, M]``).
 
     Dropout is lighter than torchvision's 0.5: with the narrow 512 -> 256 -> 256 classifier and a short CPU
@@ -189,16 +185,12 @@ def cifar_vgg11(num_classes: int = 10, batch_norm: bool = False) -> FashionVGG:
     return FashionVGG(num_classes=num_classes, in_channels=3, width=1.0, hidden=512, batch_norm=batch_norm)
 
 
-def resnet_small(
-    num_classes: int = 10, in_channels: int = 1, widths: tuple[int, int, int] = (16, 32, 64), blocks: int = 1
-) -> SmallResNet:
+def resnet_small(num_classes: int = 10, in_channels: int = 1, widths: tuple[int, int, int] = (16, 32, 64), blocks: int = 1) -> SmallResNet:
     """A three-stage ResNet of ``BasicBlock`` s (see :class:`SmallResNet`); ``layer3`` is 8x8 on 32x32 inputs."""
     return SmallResNet(num_classes=num_classes, in_channels=in_channels, widths=widths, blocks=blocks)
 
 
-def vit_small(
-    num_classes: int = 10, in_channels: int = 1, dim: int = 48, depth: int = 4, heads: int = 3, patch: int = 4
-) -> nn.Module:
+def vit_small(num_classes: int = 10, in_channels: int = 1, dim: int = 48, depth: int = 4, heads: int = 3, patch: int = 4) -> nn.Module:
     """A small class-token timm ``VisionTransformer`` for 32x32 cells: 4x4 patches (an 8x8 token grid, like
     ``resnet_small``'s ``layer3``), D = ``dim``, ``depth`` blocks of ``heads`` heads, MLP ratio 2 (~80k parameters).
 
@@ -208,8 +200,17 @@ def vit_small(
     """
     from timm.models.vision_transformer import VisionTransformer
 
-    return VisionTransformer(img_size=32, patch_size=patch, in_chans=in_channels, num_classes=num_classes,
-                             embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=2.0, global_pool="token")
+    return VisionTransformer(
+        img_size=32,
+        patch_size=patch,
+        in_chans=in_channels,
+        num_classes=num_classes,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=2.0,
+        global_pool="token",
+    )
 
 
 @dataclass(frozen=True)

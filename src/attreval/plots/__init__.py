@@ -7,6 +7,7 @@ One module per figure kind: :mod:`~attreval.plots.boxplots` (§1.5), :mod:`~attr
 :mod:`~attreval.plots.cost` (§7); what they share is :mod:`~attreval.plots.style`. Everything is
 re-exported here: ``from attreval import plots; plots.aggatt_figure(...)``.
 """
+
 from attreval.plots.aggatt import Panel, aggatt_examples_figure, aggatt_figure, image_grid
 from attreval.plots.boxplots import localization_boxplots
 from attreval.plots.correlation import correlation_heatmap, reference_correlation_figure
@@ -36,9 +37,36 @@ from attreval.plots.style import (
 )
 
 __all__ = [
-    "COST_METRICS", "CURVE_COLOURS", "FAMILIES", "LAYER_COLOURS", "LAYER_ORDER", "OTHER_COLOURS", "RDWHGN",
-    "SETTING_ORDER", "TARGET_EDGE", "Panel", "aggatt_examples_figure", "aggatt_figure", "correlation_heatmap",
-    "cost_figure", "curve_colours", "evaluation_label", "image_grid", "infer_n", "layer_colour", "localization_boxplots",
-    "method_display", "method_family", "method_order", "new_figure", "ordered", "position", "reference_correlation_figure",
-    "save", "setting_display", "smoothgrad_sweep_figure", "smoothing_cost_figure", "smoothing_curves_figure",
+    "COST_METRICS",
+    "CURVE_COLOURS",
+    "FAMILIES",
+    "LAYER_COLOURS",
+    "LAYER_ORDER",
+    "OTHER_COLOURS",
+    "RDWHGN",
+    "SETTING_ORDER",
+    "TARGET_EDGE",
+    "Panel",
+    "aggatt_examples_figure",
+    "aggatt_figure",
+    "correlation_heatmap",
+    "cost_figure",
+    "curve_colours",
+    "evaluation_label",
+    "image_grid",
+    "infer_n",
+    "layer_colour",
+    "localization_boxplots",
+    "method_display",
+    "method_family",
+    "method_order",
+    "new_figure",
+    "ordered",
+    "position",
+    "reference_correlation_figure",
+    "save",
+    "setting_display",
+    "smoothgrad_sweep_figure",
+    "smoothing_cost_figure",
+    "smoothing_curves_figure",
 ]

@@ -2,6 +2,7 @@
 panel costs ~100× more to lay out and draw with 10+ methods × 6 bins), labelled and outlined in data
 coordinates.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -48,8 +49,14 @@ def _grey(image: np.ndarray) -> np.ndarray:
     return np.repeat(grey[..., None], 3, axis=2)
 
 
-def image_grid(panels: Sequence[Sequence[Panel]], row_labels: Sequence[str], column_titles: Sequence[str],
-               title: str = "", colorbar: str = "", group_rows: int = 1) -> Figure:
+def image_grid(
+    panels: Sequence[Sequence[Panel]],
+    row_labels: Sequence[str],
+    column_titles: Sequence[str],
+    title: str = "",
+    colorbar: str = "",
+    group_rows: int = 1,
+) -> Figure:
     """A rows × columns grid of equally sized panels as one image, with labels, captions and cell outlines.
 
     ``colorbar``: label of an RDWHGN colorbar on [−1, 1] (none when empty); ``group_rows``: a wider gap
@@ -65,7 +72,7 @@ def image_grid(panels: Sequence[Sequence[Panel]], row_labels: Sequence[str], col
         for c, panel in enumerate(row):
             if panel.rgb is not None:
                 y, x = origins[r][c]
-                mosaic[y:y + height, x:x + width] = np.round(np.clip(panel.rgb, 0, 1) * 255).astype(np.uint8)
+                mosaic[y : y + height, x : x + width] = np.round(np.clip(panel.rgb, 0, 1) * 255).astype(np.uint8)
     left, right, top, bottom = 1.5, (1.3 if colorbar else 0.2), (0.9 if title else 0.6), 0.1
     inch = PANEL_INCHES / width  # inches per mosaic pixel
     fig_w, fig_h = left + right + mosaic.shape[1] * inch, top + bottom + mosaic.shape[0] * inch
@@ -83,11 +90,17 @@ def image_grid(panels: Sequence[Sequence[Panel]], row_labels: Sequence[str], col
                 cell, n = panel.cell
                 ch, cw = height / n, width / n
                 cr, cc = divmod(cell, n)
-                ax.add_patch(Rectangle((x + cc * cw - 0.5, y + cr * ch - 0.5), cw, ch, fill=False,
-                                       edgecolor=TARGET_EDGE, linewidth=1.2))
+                ax.add_patch(Rectangle((x + cc * cw - 0.5, y + cr * ch - 0.5), cw, ch, fill=False, edgecolor=TARGET_EDGE, linewidth=1.2))
             if panel.caption:
-                ax.text(x + 1, y + 1, panel.caption, ha="left", va="top", fontsize=6,
-                        bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "linewidth": 0})
+                ax.text(
+                    x + 1,
+                    y + 1,
+                    panel.caption,
+                    ha="left",
+                    va="top",
+                    fontsize=6,
+                    bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "linewidth": 0},
+                )
             if panel.note:
                 ax.text(x + width / 2, y + height / 2, panel.note, ha="center", va="center", fontsize=8, color="grey")
     for c, text in enumerate(column_titles):
@@ -109,8 +122,12 @@ def aggatt_figure(rows: Sequence[tuple[str, AggAtt]], title: str = "") -> Figure
     panels = []
     for _, a in rows:
         shown = a.normalised()
-        panels.append([Panel(None, note="empty bin") if b.empty else Panel(_rgb(shown[j], RDWHGN, -1, 1), cell=(a.cell, a.n))
-                       for j, b in enumerate(a.bins)])
+        panels.append(
+            [
+                Panel(None, note="empty bin") if b.empty else Panel(_rgb(shown[j], RDWHGN, -1, 1), cell=(a.cell, a.n))
+                for j, b in enumerate(a.bins)
+            ]
+        )
     titles = [f"{b.label}\n(N={b.size})" for b in bins]
     return image_grid(panels, [label for label, _ in rows], titles, title, colorbar="mean map / method scale")
 
@@ -138,5 +155,3 @@ def aggatt_examples_figure(rows: Sequence[tuple[str, AggAtt, Examples]], title: 
         labels += [f"{label}\nimage", f"{label}\nmap"]
     titles = [f"{b.label}" for b in rows[0][1].bins]
     return image_grid(panels, labels, titles, title, colorbar="map / its own scale", group_rows=2)
-
-

@@ -1,4 +1,5 @@
 """Localization box plots (PAPER.md §1.5, Fig. 9 layout)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,8 +51,15 @@ def localization_boxplots(results: pd.DataFrame, model: str, *, n: int | None = 
                         continue
                     offset, width = layer_offset(li, layers)
                     pos = k + offset
-                    box = ax.boxplot([scores], positions=[pos], widths=width * 0.9, showfliers=False, patch_artist=True,
-                                     medianprops={"color": "black"}, manage_ticks=False)
+                    box = ax.boxplot(
+                        [scores],
+                        positions=[pos],
+                        widths=width * 0.9,
+                        showfliers=False,
+                        patch_artist=True,
+                        medianprops={"color": "black"},
+                        manage_ticks=False,
+                    )
                     box["boxes"][0].set_facecolor(layer_colour(layer, layers))
                     if np.ptp(scores) == 0:
                         ax.text(pos, min(float(scores[0]) + 0.03, 1.04), "*", ha="center", va="bottom", fontsize=12)

@@ -1,4 +1,5 @@
 """Correlation figures (PAPER.md §6.2): the method × layer heat map and the Tables 1–2 analogue."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,7 @@ def correlation_heatmap(matrix: pd.DataFrame, title: str = "") -> Figure:
     if k <= 16:
         for (a, b), value in np.ndenumerate(matrix.to_numpy(dtype=float)):
             if np.isfinite(value):
-                ax.text(b, a, f"{value:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if abs(value) > 0.6 else "black")
+                ax.text(b, a, f"{value:.2f}", ha="center", va="center", fontsize=6, color="white" if abs(value) > 0.6 else "black")
     if isinstance(matrix.columns, pd.MultiIndex):
         layer = matrix.columns.get_level_values(1)
         for pos in np.flatnonzero(layer[1:] != layer[:-1]):
@@ -60,4 +60,3 @@ def reference_correlation_figure(table: pd.DataFrame, title: str = "") -> Figure
         title = f"Spearman ρ: {method_display(method)} ({layer}) vs {smoothed} (input), GridPG"
     ax.set_title(title, fontsize=10)
     return fig
-

@@ -1,4 +1,5 @@
 """Computational cost figures (PAPER.md §7): cost per unit, and smoothing against SmoothGrad."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -100,9 +101,14 @@ def smoothing_cost_figure(summary: pd.DataFrame, model: str) -> Figure:
         ax.set_xlabel(label)
         ax.grid(axis="x", linewidth=0.4, alpha=0.5)
     axes[0].set_yticks(ys, labels, fontsize=7)
-    handles = [Patch(facecolor=c, label=k) for k, c in
-               (("base method", kind_colour["base"]), ("S-method: base + 1 Gaussian convolution", kind_colour["smoothed"]),
-                ("SmoothGrad (num_samples noisy copies of the base)", kind_colour["smoothgrad"]))]
+    handles = [
+        Patch(facecolor=c, label=k)
+        for k, c in (
+            ("base method", kind_colour["base"]),
+            ("S-method: base + 1 Gaussian convolution", kind_colour["smoothed"]),
+            ("SmoothGrad (num_samples noisy copies of the base)", kind_colour["smoothgrad"]),
+        )
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8)
     fig.suptitle(f"{model}: smoothing vs SmoothGrad, cost per grid image")
     return fig

@@ -1,5 +1,6 @@
 """Smoothing figures: median localization against the Gaussian kernel (PAPER.md §6.1, Fig. 5) and the
 SmoothGrad noise sweep next to the smoothed methods (§6.3, Figs. 26–27)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -49,17 +50,22 @@ def smoothing_curves_figure(curves: pd.DataFrame, title: str = "", *, n: int | N
                 ax.plot(xs, line["median"], marker="o", color=colours[method], label=f"S-{method_display(method)}")
                 ax.fill_between(xs, line["q25"], line["q75"], color=colours[method], alpha=0.15)
             for _, ref in panel[panel["role"] == "reference"].iterrows():
-                ax.axhline(ref["median"], color="black", linestyle="--", linewidth=1,
-                           label=f"{method_display(ref['method'])} ({ref['layer']})")
+                ax.axhline(
+                    ref["median"], color="black", linestyle="--", linewidth=1, label=f"{method_display(ref['method'])} ({ref['layer']})"
+                )
             for _, sg in panel[(panel["role"] == "smoothgrad") & (panel["layer"] == layer)].iterrows():
                 ax.axhline(sg["median"], color="purple", linestyle=":", linewidth=1.2, label=method_display(sg["method"]))
-            score_panel(ax, f"{setting_display(setting)} · {layer}", n, ylabel="median localization" if j == 0 else "",
-                        xlabel="kernel size (at 448 px)" if i == len(layers) - 1 else "", legend="lower right")
+            score_panel(
+                ax,
+                f"{setting_display(setting)} · {layer}",
+                n,
+                ylabel="median localization" if j == 0 else "",
+                xlabel="kernel size (at 448 px)" if i == len(layers) - 1 else "",
+                legend="lower right",
+            )
     if title:
         fig.suptitle(title)
     return fig
-
-
 
 
 def smoothgrad_sweep_figure(sweep: pd.DataFrame, title: str = "", *, n: int | None = None) -> Figure:
@@ -73,8 +79,7 @@ def smoothgrad_sweep_figure(sweep: pd.DataFrame, title: str = "", *, n: int | No
     bases = method_order(sg["base"].unique())
     levels = sg.groupby(["setting", "layer"])["noise_level"].nunique()
     swept = levels[levels > 1].index  # a lone level (e.g. `smoothgrad` at hidden layers) is no sweep: not drawn
-    panels = sorted(swept if len(swept) else levels.index,
-                    key=lambda p: (position(p[0], SETTING_ORDER), position(p[1], LAYER_ORDER)))
+    panels = sorted(swept if len(swept) else levels.index, key=lambda p: (position(p[0], SETTING_ORDER), position(p[1], LAYER_ORDER)))
     fig = new_figure(0.8 + 3.2 * len(panels), 0.7 + 2.6 * len(bases))
     axes = fig.subplots(len(bases), len(panels), squeeze=False, sharey=True)
     colours = curve_colours(bases)
@@ -91,18 +96,36 @@ def smoothgrad_sweep_figure(sweep: pd.DataFrame, title: str = "", *, n: int | No
                 xs = 100 * line["noise_level"].to_numpy()
                 ax.plot(xs, line["median"], marker="o", color=colour, label=f"SmoothGrad({name})")
                 best = line[line["best"]]
-                ax.plot(100 * best["noise_level"], best["median"], marker="*", markersize=14, color="gold",
-                        markeredgecolor="black", linestyle="none", label="best noise level")
+                ax.plot(
+                    100 * best["noise_level"],
+                    best["median"],
+                    marker="*",
+                    markersize=14,
+                    color="gold",
+                    markeredgecolor="black",
+                    linestyle="none",
+                    label="best noise level",
+                )
                 for _, b in best.iterrows():
-                    ax.annotate(f"{b['median']:.2f}", (100 * b["noise_level"], b["median"]), textcoords="offset points",
-                                xytext=(0, 8), ha="center", fontsize=7)
+                    ax.annotate(
+                        f"{b['median']:.2f}",
+                        (100 * b["noise_level"], b["median"]),
+                        textcoords="offset points",
+                        xytext=(0, 8),
+                        ha="center",
+                        fontsize=7,
+                    )
             for role, style, label in (("smoothed", "--", f"S-{name} K={PAPER_KERNEL_REF}"), ("unsmoothed", ":", name)):
                 for _, ref in here[here["role"] == role].iterrows():
                     ax.axhline(ref["median"], color=colour, linestyle=style, linewidth=1.2, label=label)
             ax.set_xlim(left=0)
-            score_panel(ax, f"{setting_display(setting)} · {layer}", n, ylabel=f"{name}\nmedian localization" if j == 0 else "",
-                        xlabel="SmoothGrad noise level σ (% of input range)" if i == len(bases) - 1 else "")
+            score_panel(
+                ax,
+                f"{setting_display(setting)} · {layer}",
+                n,
+                ylabel=f"{name}\nmedian localization" if j == 0 else "",
+                xlabel="SmoothGrad noise level σ (% of input range)" if i == len(bases) - 1 else "",
+            )
     if title:
         fig.suptitle(title)
     return fig
-

@@ -2,6 +2,7 @@
 method × layer layout of the box plots and cost bars. Names and orders come from
 :mod:`attreval.analysis.conventions` (re-exported here for the figures and their callers).
 """
+
 from __future__ import annotations
 
 import math

@@ -15,6 +15,7 @@ The page is built by :class:`~attreval.report.page.Page`; its sections are :mod:
 (metadata, median tables, box plots, smoothing, correlation), :mod:`~attreval.report.aggatt` and
 :mod:`~attreval.report.costs`; the how-to-read texts are :mod:`~attreval.report.text`.
 """
+
 from __future__ import annotations
 
 import html
@@ -48,9 +49,15 @@ def write_report(run_dir: str | Path, *, cell: int = 0, dpi: int = 90) -> Path:
     page = Page(run, dpi)
     models = list(pd.unique(results["model"]))
     page.heading(1, f"attreval report: {run.root.resolve().name}")
-    page.add("<p>Contents: " + " · ".join(
-        ['<a href="#metadata">metadata</a>'] + [f'<a href="#model-{html.escape(m)}">{html.escape(m)}</a>' for m in models]
-        + ['<a href="#correlation">correlation</a>', '<a href="#costs">costs</a>']) + "</p>")
+    page.add(
+        "<p>Contents: "
+        + " · ".join(
+            ['<a href="#metadata">metadata</a>']
+            + [f'<a href="#model-{html.escape(m)}">{html.escape(m)}</a>' for m in models]
+            + ['<a href="#correlation">correlation</a>', '<a href="#costs">costs</a>']
+        )
+        + "</p>"
+    )
     sections.metadata(page, results)
     for model in models:
         sections.model(page, results, model, cell)

@@ -1,5 +1,6 @@
 """The report's AggAtt section of one model (PAPER.md §3): per setting and layer, the mean maps per score
 bin and the bins' median examples, read through the run reader (:mod:`attreval.analysis.aggatt_run`)."""
+
 from __future__ import annotations
 
 import html
@@ -42,10 +43,12 @@ def aggatt_section(page: Page, results: pd.DataFrame, model: str, cell: int) -> 
                     variants.append((PAPER_KERNEL_REF, f"S-{plots.method_display(method)} K={PAPER_KERNEL_REF}"))
                 for kernel_ref, label in variants:
                     try:
-                        a = aggatt_run.aggatt_from_run(page.run, model, setting, layer, method, cell=cell,
-                                                       kernel_ref=kernel_ref, results=results, spec=spec)
-                        ex = aggatt_run.examples_from_run(page.run, a, model, setting, layer, method,
-                                                          kernel_ref=kernel_ref, results=results)
+                        a = aggatt_run.aggatt_from_run(
+                            page.run, model, setting, layer, method, cell=cell, kernel_ref=kernel_ref, results=results, spec=spec
+                        )
+                        ex = aggatt_run.examples_from_run(
+                            page.run, a, model, setting, layer, method, kernel_ref=kernel_ref, results=results
+                        )
                     except ValueError as err:
                         missing.append(f"{label} ({err})")
                         continue
@@ -57,11 +60,13 @@ def aggatt_section(page: Page, results: pd.DataFrame, model: str, cell: int) -> 
             if not entries:
                 continue
             base = f"{model}__{setting}__{layer}"
-            page.figure(f"{base}__aggatt", lambda: plots.aggatt_figure([(lab, a) for lab, a, _ in entries], f"AggAtt: {title}"),
-                        f"AggAtt {title}")
+            page.figure(
+                f"{base}__aggatt", lambda: plots.aggatt_figure([(lab, a) for lab, a, _ in entries], f"AggAtt: {title}"), f"AggAtt {title}"
+            )
             _caption(page, entries[0][1], model, setting)
-            page.figure(f"{base}__examples", lambda: plots.aggatt_examples_figure(entries, f"AggAtt examples: {title}"),
-                        f"AggAtt examples {title}")
+            page.figure(
+                f"{base}__examples", lambda: plots.aggatt_examples_figure(entries, f"AggAtt examples: {title}"), f"AggAtt examples {title}"
+            )
 
 
 def _caption(page: Page, a: AggAtt, model: str, setting: str) -> None:
@@ -75,11 +80,12 @@ def _caption(page: Page, a: AggAtt, model: str, setting: str) -> None:
     for b, top in zip(a.bins, classes, strict=True):
         names = ", ".join(f"{name} ×{count}" for name, count in top)
         parts.append(f"{b.label}: {b.size} map{'s' if b.size != 1 else ''}" + (f" ({names})" if names else ""))
-    page.add('<p class="caption">Maps per bin (most frequent classes of the target cell): '
-             + html.escape("; ".join(parts)) + "</p>")
+    page.add('<p class="caption">Maps per bin (most frequent classes of the target cell): ' + html.escape("; ".join(parts)) + "</p>")
     count = sum(b.size for b in a.bins)
     if count < MIN_AGGATT_MAPS:
         key = grid_kind(setting)
-        page.note(f"small sample: {count} maps of the target cell, so {sum(b.empty for b in a.bins)} of the "
-                  f"{len(a.bins)} bins are empty and the others hold few maps; the 2 % bins need ≥ {MIN_AGGATT_MAPS} "
-                  f"maps (one per grid): ask for [grids] {key} = {MIN_AGGATT_MAPS} or more.")
+        page.note(
+            f"small sample: {count} maps of the target cell, so {sum(b.empty for b in a.bins)} of the "
+            f"{len(a.bins)} bins are empty and the others hold few maps; the 2 % bins need ≥ {MIN_AGGATT_MAPS} "
+            f"maps (one per grid): ask for [grids] {key} = {MIN_AGGATT_MAPS} or more."
+        )

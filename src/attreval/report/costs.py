@@ -1,5 +1,6 @@
 """The report's cost section (PAPER.md §7): the run's ``costs.parquet`` (through the run reader) as a table,
 the cost figures, and smoothing against SmoothGrad."""
+
 from __future__ import annotations
 
 import html
@@ -54,8 +55,9 @@ def cost_sections(page: Page) -> None:
         page.figure(f"{model}__costs", lambda: plots.cost_figure(costs, model), f"{model} costs")
     page.how("costs")
     config = page.run.config_dict or {}
-    summary = cost_summary.smoothing_vs_smoothgrad(costs, smoothgrad_sweep.smoothgrad_points(config),
-                                                   _smoothing_seconds(page.run, costs, config))
+    summary = cost_summary.smoothing_vs_smoothgrad(
+        costs, smoothgrad_sweep.smoothgrad_points(config), _smoothing_seconds(page.run, costs, config)
+    )
     page.heading(3, "Smoothing vs SmoothGrad")
     if summary.empty:
         page.note("no SmoothGrad units with a base method in this run: smoothing-vs-SmoothGrad cost skipped.")

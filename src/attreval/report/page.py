@@ -1,5 +1,6 @@
 """The HTML page of a report as it is built: headings, notes, tables and figures (each written to
 ``RUN/report/NAME.png`` and linked relatively), then the whole page in one atomic write."""
+
 from __future__ import annotations
 
 import html
@@ -93,8 +94,10 @@ class Page:
     def write(self) -> Path:
         """Write ``RUN/report.html`` atomically and delete figures of earlier reports that this one did not
         draw; returns the HTML path."""
-        page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>attreval report</title>'
-                f"<style>{STYLE}</style><script>{SCRIPT}</script></head>\n<body>\n" + "\n".join(self.parts) + "\n</body></html>\n")
+        page = (
+            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>attreval report</title>'
+            f"<style>{STYLE}</style><script>{SCRIPT}</script></head>\n<body>\n" + "\n".join(self.parts) + "\n</body></html>\n"
+        )
         folder, keep = self.run.root / FIGURE_DIR, {p.name for p in self.figures}
         for path in folder.glob("*.png") if folder.exists() else ():
             if path.name not in keep:

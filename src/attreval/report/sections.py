@@ -1,5 +1,6 @@
 """The report's sections of one model (median tables, box plots, smoothing, SmoothGrad sweep, correlations)
 and of the whole run (metadata, the Tables 1–2 analogue). Each reads the run through ``page.run``."""
+
 from __future__ import annotations
 
 import html
@@ -28,19 +29,39 @@ def metadata(page: Page, results: pd.DataFrame) -> None:
     if meta is None:
         page.note("meta.json missing or unreadable: versions, device and timing unknown (unfinished run?).")
     else:
-        rows: dict[str, Any] = {k: meta[k] for k in ("attreval", "torch", "python", "platform", "device", "device_name", "threads",
-                                     "seed", "git_revision", "seconds", "resumed") if k in meta}
+        rows: dict[str, Any] = {
+            k: meta[k]
+            for k in (
+                "attreval",
+                "torch",
+                "python",
+                "platform",
+                "device",
+                "device_name",
+                "threads",
+                "seed",
+                "git_revision",
+                "seconds",
+                "resumed",
+            )
+            if k in meta
+        }
         rows.update({k: v for k, v in meta.items() if k not in rows})
         if isinstance(rows.get("seconds"), (int, float)):
             rows["seconds"] = f"{rows['seconds']:.1f} s"
         page.table(pd.DataFrame({"value": [str(v) for v in rows.values()]}, index=list(rows)))
-    page.add(f"<p>{len(results)} result rows; models: {html.escape(', '.join(map(str, pd.unique(results['model']))))}; "
-             f"settings: {html.escape(', '.join(map(str, pd.unique(results['setting']))))}.</p>")
+    page.add(
+        f"<p>{len(results)} result rows; models: {html.escape(', '.join(map(str, pd.unique(results['model']))))}; "
+        f"settings: {html.escape(', '.join(map(str, pd.unique(results['setting']))))}.</p>"
+    )
     if config is None:
         page.note("config.json missing: the run's configuration is unknown.")
     else:
-        page.add("<details><summary>Configuration (config.json)</summary><pre>"
-                 + html.escape(json.dumps(config, indent=2, sort_keys=True)) + "</pre></details>")
+        page.add(
+            "<details><summary>Configuration (config.json)</summary><pre>"
+            + html.escape(json.dumps(config, indent=2, sort_keys=True))
+            + "</pre></details>"
+        )
 
 
 def grid_n(page: Page, results: pd.DataFrame) -> int:
@@ -80,8 +101,9 @@ def model(page: Page, results: pd.DataFrame, model: str, cell: int) -> None:
     if curves.empty:
         page.note("no smoothed rows (kernel_size > 0) for this model: smoothing curves skipped.")
     else:
-        page.figure(f"{model}__smoothing", lambda: plots.smoothing_curves_figure(curves, f"{model}: smoothing", n=n),
-                    f"{model} smoothing curves")
+        page.figure(
+            f"{model}__smoothing", lambda: plots.smoothing_curves_figure(curves, f"{model}: smoothing", n=n), f"{model} smoothing curves"
+        )
         page.how("smoothing")
     _sweep(page, results, model, n)
     page.heading(3, "Correlation of per-instance scores (GridPG)")
@@ -89,8 +111,9 @@ def model(page: Page, results: pd.DataFrame, model: str, cell: int) -> None:
         page.note("no GridPG results for this model: correlations skipped.")
         return
     matrix = correlation.method_layer_correlations(results, model)
-    page.figure(f"{model}__correlation", lambda: plots.correlation_heatmap(matrix, f"{model}: Spearman ρ, GridPG"),
-                f"{model} correlation heat map")
+    page.figure(
+        f"{model}__correlation", lambda: plots.correlation_heatmap(matrix, f"{model}: Spearman ρ, GridPG"), f"{model} correlation heat map"
+    )
     page.how("heatmap")
     pairs = _pair_counts(results, model)
     page.add(f'<p class="caption">Each ρ is over {_span(pairs)} paired instances (GridPG grid cells).</p>')
@@ -117,10 +140,12 @@ def _span(counts: list[int]) -> str:
 
 def _small_rho_note(page: Page, pairs: list[int], n: int) -> None:
     if pairs and min(pairs) < MIN_RHO_PAIRS:
-        page.note(f"small sample: ρ over as few as {min(pairs)} instances; under no correlation its standard error is "
-                  f"1/√(n − 1) = {1 / np.sqrt(max(min(pairs) - 1, 1)):.2f}, so read only large differences. Ask for "
-                  f"at least {MIN_RHO_PAIRS} instances: [grids] gridpg = {-(-MIN_RHO_PAIRS // (n * n))} or more "
-                  f"({n * n} instances per {n}×{n} grid).")
+        page.note(
+            f"small sample: ρ over as few as {min(pairs)} instances; under no correlation its standard error is "
+            f"1/√(n − 1) = {1 / np.sqrt(max(min(pairs) - 1, 1)):.2f}, so read only large differences. Ask for "
+            f"at least {MIN_RHO_PAIRS} instances: [grids] gridpg = {-(-MIN_RHO_PAIRS // (n * n))} or more "
+            f"({n * n} instances per {n}×{n} grid)."
+        )
 
 
 def _native(page: Page, rows: pd.DataFrame, model: str) -> None:
@@ -153,10 +178,13 @@ def _sweep(page: Page, results: pd.DataFrame, model: str, n: int) -> None:
         return
     sweep = smoothgrad_sweep.smoothgrad_sweep(results, page.run.config, model)
     if sweep.empty:
-        page.note("no SmoothGrad rows for this model (add smoothgrad or [variants.NAME] with method = \"smoothgrad\"): sweep skipped.")
+        page.note('no SmoothGrad rows for this model (add smoothgrad or [variants.NAME] with method = "smoothgrad"): sweep skipped.')
         return
-    page.figure(f"{model}__smoothgrad_sweep", lambda: plots.smoothgrad_sweep_figure(sweep, f"{model}: SmoothGrad noise sweep", n=n),
-                f"{model} SmoothGrad sweep")
+    page.figure(
+        f"{model}__smoothgrad_sweep",
+        lambda: plots.smoothgrad_sweep_figure(sweep, f"{model}: SmoothGrad noise sweep", n=n),
+        f"{model} SmoothGrad sweep",
+    )
     page.how("sweep")
     page.table(smoothgrad_sweep.sweep_table(sweep))
 
@@ -167,13 +195,18 @@ def correlation_tables(page: Page, results: pd.DataFrame) -> None:
     page.heading(2, "Grad-CAM (final) vs S-IntGrad / S-IxG (input) on GridPG: the Tables 1–2 analogue", "correlation")
     table = correlation.reference_table(results)
     if table.empty:
-        page.note(f"needs GridPG rows for {reference} at the {layer} layer and smoothed methods (kernel_size > 0) "
-                  "at the input: skipped.")
+        page.note(f"needs GridPG rows for {reference} at the {layer} layer and smoothed methods (kernel_size > 0) at the input: skipped.")
         return
     shown = table.copy()
     shown.columns = ["Orig" if c == 0 else f"K={c}" for c in shown.columns]
-    long = pd.concat([correlation.reference_correlations(results, m) for m in pd.unique(results["model"])
-                      if ((results["model"] == m) & (results["setting"] == correlation.SETTING)).any()], ignore_index=True)
+    long = pd.concat(
+        [
+            correlation.reference_correlations(results, m)
+            for m in pd.unique(results["model"])
+            if ((results["model"] == m) & (results["setting"] == correlation.SETTING)).any()
+        ],
+        ignore_index=True,
+    )
     pairs = {key: group["pairs"].tolist() for key, group in long.groupby(["method", "model"], sort=False)}
     shown["n instances"] = [_span(pairs.get(key, [])) for key in table.index]
     shown.index = pd.MultiIndex.from_tuples([(f"S-{plots.method_display(m)}", model) for m, model in shown.index])

@@ -6,6 +6,7 @@ library's own API as a user would, one target class per example, and reduces its
 convention: maps summed over channels, sign kept (attreval's absolute value where the method takes one),
 CAMs at the layer's resolution. A new peer is one subclass plus one ``@PEERS.register`` line.
 """
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """Captum (``captum.attr``) as a bench peer."""
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -18,10 +19,18 @@ def captum_windows(size: int, kernel: int, stride: int) -> int:
 @PEERS.register("captum")
 class Captum(Peer):
     package, display = "captum", "Captum"
-    methods: ClassVar[dict[str, str]] = {"grad": "Saliency", "guided_backprop": "GuidedBackprop", "input_x_grad": "InputXGradient",
-               "int_grad": "IntegratedGradients", "occlusion": "Occlusion", "grad_cam": "LayerGradCam"}
-    notes: ClassVar[dict[str, str]] = {"int_grad": "Gauss–Legendre nodes, as attreval",
-             "grad_cam": "LayerGradCam(relu_attributions=True), at the layer's resolution"}
+    methods: ClassVar[dict[str, str]] = {
+        "grad": "Saliency",
+        "guided_backprop": "GuidedBackprop",
+        "input_x_grad": "InputXGradient",
+        "int_grad": "IntegratedGradients",
+        "occlusion": "Occlusion",
+        "grad_cam": "LayerGradCam",
+    }
+    notes: ClassVar[dict[str, str]] = {
+        "int_grad": "Gauss–Legendre nodes, as attreval",
+        "grad_cam": "LayerGradCam(relu_attributions=True), at the layer's resolution",
+    }
 
     def grad(self, call: PeerCall, x: Tensor, target: Tensor) -> Tensor:
         from captum.attr import Saliency
@@ -43,7 +52,8 @@ class Captum(Peer):
 
         method = call.method
         attribution = IntegratedGradients(call.net).attribute(
-            x, baselines=float(method.baseline), target=target, n_steps=method.n_steps, method="gausslegendre")
+            x, baselines=float(method.baseline), target=target, n_steps=method.n_steps, method="gausslegendre"
+        )
         return channel_sum(attribution)
 
     def occlusion(self, call: PeerCall, x: Tensor, target: Tensor) -> Tensor:
@@ -55,8 +65,13 @@ class Captum(Peer):
         kernel, stride = _window(call)
         c = x.shape[1]
         attribution = Occlusion(call.net).attribute(
-            x, sliding_window_shapes=(c, kernel, kernel), strides=(c, stride, stride), baselines=0.0, target=target,
-            perturbations_per_eval=max(1, call.chunk_size // x.shape[0]))  # attreval's batch
+            x,
+            sliding_window_shapes=(c, kernel, kernel),
+            strides=(c, stride, stride),
+            baselines=0.0,
+            target=target,
+            perturbations_per_eval=max(1, call.chunk_size // x.shape[0]),
+        )  # attreval's batch
         counts = [_coverage(size, kernel, stride, x.device) for size in x.shape[-2:]]
         return attribution[:, 0].detach().float() * (counts[0][:, None] * counts[1][None, :]) / kernel**2
 
@@ -74,8 +89,10 @@ class Captum(Peer):
         rescaled = "Captum averages the drops per pixel (rescaled here to attreval's Σ drop / |P|)"
         if theirs == ours:
             return f"same {ours} windows; {rescaled}"
-        return (f"Captum's windows do not overhang the border: {theirs} windows vs attreval's {ours} (the paper's), "
-                f"so maps differ near the border; {rescaled}")
+        return (
+            f"Captum's windows do not overhang the border: {theirs} windows vs attreval's {ours} (the paper's), "
+            f"so maps differ near the border; {rescaled}"
+        )
 
 
 def _window(call: PeerCall) -> tuple[int, int]:
@@ -90,5 +107,5 @@ def _coverage(size: int, kernel: int, stride: int, device: torch.device) -> Tens
     """How many of Captum's windows cover each position along one axis: ``(size,)`` float."""
     count = torch.zeros(size, device=device)
     for start in range(0, captum_windows(size, kernel, stride) * stride, stride):
-        count[start:start + kernel] += 1
+        count[start : start + kernel] += 1
     return count

@@ -1,4 +1,5 @@
 """``attreval bench --peers``: run :func:`~attreval.bench.peers.compare.compare_peers` and write its tables."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,18 @@ from attreval.bench.peers.compare import compare_peers, peers_markdown
 from attreval.methods import METHODS
 
 
-def run_peers(spec: str, model: nn.Module, images: Tensor, labels: Tensor, n: int, names: list[str],
-              options: dict[str, dict[str, Any]], chunk_size: int, meta: dict[str, Any], out: Path) -> int:
+def run_peers(
+    spec: str,
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    n: int,
+    names: list[str],
+    options: dict[str, dict[str, Any]],
+    chunk_size: int,
+    meta: dict[str, Any],
+    out: Path,
+) -> int:
     """Compare the peers in ``spec`` (``all`` or comma-separated registry names) on ``names`` (only those some
     chosen peer has; with every method named, the others are left out silently) and write ``peers.md`` and
     ``peers.json`` under ``out``."""

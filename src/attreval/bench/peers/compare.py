@@ -14,6 +14,7 @@ one target** = peer's mean call ÷ attreval's one-target call (the same work on 
 peer's maps with attreval's, worst over maps: the largest |peer − attreval| ÷ max |attreval| and the
 smallest Pearson correlation.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,9 +50,17 @@ def agreement(theirs: Tensor, ours: Tensor) -> tuple[float, float]:
     return rel, r[varying].min().item()
 
 
-def compare_peers(model: nn.Module, images: Tensor, labels: Tensor, n: int, names: list[str],
-                  options: dict[str, dict[str, Any]], chunk_size: int, peers: list[str] | None = None,
-                  repeat: int = 2) -> list[dict[str, Any]]:
+def compare_peers(
+    model: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    n: int,
+    names: list[str],
+    options: dict[str, dict[str, Any]],
+    chunk_size: int,
+    peers: list[str] | None = None,
+    repeat: int = 2,
+) -> list[dict[str, Any]]:
     """One row per (method, peer) for ``images (G, C, nH, nW)`` with cell labels ``(G, n²)``; a peer that is
     not installed gives one row with ``status`` saying why, and no numbers."""
     from attreval.api import attribute
@@ -81,7 +90,8 @@ def compare_peers(model: nn.Module, images: Tensor, labels: Tensor, n: int, name
                 "all": ours,
                 "one": lambda: ours(classes[:, :1]),
                 "peer": lambda adapter=adapter, call=call: torch.stack(
-                    [adapter(call, images, classes[:, t]) for t in range(classes.shape[1])], 1),
+                    [adapter(call, images, classes[:, t]) for t in range(classes.shape[1])], 1
+                ),
             }
             times: dict[str, list[float]] = {key: [] for key in calls}
             maps: dict[str, Tensor] = {}
@@ -96,20 +106,32 @@ def compare_peers(model: nn.Module, images: Tensor, labels: Tensor, n: int, name
             rel, pearson = agreement(maps["peer"], maps["all"])
             best = {k: min(v) for k, v in times.items()}
             targets = classes.shape[1]
-            rows.append({
-                "peer": peer.display, "method": name, "peer_class": peer.methods[name], "layer": layer, "status": "ok",
-                "seconds": best["all"], "seconds_one_target": best["one"], "peer_seconds": best["peer"],
-                "ratio_all_targets": best["peer"] / best["all"], "ratio_one_target": best["peer"] / targets / best["one"],
-                "max_rel_diff": rel, "pearson": pearson,
-                "notes": peer.note(name, call, tuple(images.shape[-2:])),
-            })
+            rows.append(
+                {
+                    "peer": peer.display,
+                    "method": name,
+                    "peer_class": peer.methods[name],
+                    "layer": layer,
+                    "status": "ok",
+                    "seconds": best["all"],
+                    "seconds_one_target": best["one"],
+                    "peer_seconds": best["peer"],
+                    "ratio_all_targets": best["peer"] / best["all"],
+                    "ratio_one_target": best["peer"] / targets / best["one"],
+                    "max_rel_diff": rel,
+                    "pearson": pearson,
+                    "notes": peer.note(name, call, tuple(images.shape[-2:])),
+                }
+            )
     return rows
 
 
 def peers_markdown(rows: list[dict[str, Any]]) -> str:
     """The peers table in Markdown (skipped peers as lines of their own)."""
-    head = ("| method | peer (class) | layer | attreval s (T targets) | peer s (T calls) | ratio, T targets | "
-            "ratio, one target | max rel. diff | Pearson r | notes |")
+    head = (
+        "| method | peer (class) | layer | attreval s (T targets) | peer s (T calls) | ratio, T targets | "
+        "ratio, one target | max rel. diff | Pearson r | notes |"
+    )
     lines = [head, "|" + "---|" * 10]
     for r in rows:
         if r["status"] != "ok":
@@ -117,7 +139,8 @@ def peers_markdown(rows: list[dict[str, Any]]) -> str:
             continue
         lines.append(
             f"| {r['method']} | {r['peer']} ({r['peer_class']}) | {r['layer']} | {r['seconds']:.3f} | {r['peer_seconds']:.3f} | "
-            f"{r['ratio_all_targets']:.2f}× | {r['ratio_one_target']:.2f}× | {r['max_rel_diff']:.1e} | {_r(r['pearson'])} | {r['notes']} |")
+            f"{r['ratio_all_targets']:.2f}× | {r['ratio_one_target']:.2f}× | {r['max_rel_diff']:.1e} | {_r(r['pearson'])} | {r['notes']} |"
+        )
     return "\n".join(lines)
 
 

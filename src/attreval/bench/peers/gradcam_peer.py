@@ -1,4 +1,5 @@
 """pytorch-grad-cam (PyPI ``grad-cam``, import ``pytorch_grad_cam``) as a bench peer."""
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -8,8 +9,10 @@ from torch import Tensor
 
 from attreval.bench.peers.base import PEERS, Peer, PeerCall
 
-_OUT = ("timed as called (its output is ReLU'd, min–max normalised and upsampled to the image, in numpy); "
-        "compared on its raw CAM at the layer's resolution (get_cam_image, then ReLU)")
+_OUT = (
+    "timed as called (its output is ReLU'd, min–max normalised and upsampled to the image, in numpy); "
+    "compared on its raw CAM at the layer's resolution (get_cam_image, then ReLU)"
+)
 
 
 @PEERS.register("pytorch_grad_cam")
@@ -30,8 +33,9 @@ class PytorchGradCAM(Peer):
         with getattr(pytorch_grad_cam, kind)(model=call.net, target_layers=[call.layer_module]) as cam:
             cam(input_tensor=x.clone().requires_grad_(True), targets=targets)
             grads = cam.activations_and_grads
-            raw = cam.get_cam_image(x, call.layer_module, targets, grads.activations[0].cpu().numpy(),
-                                    grads.gradients[0].cpu().numpy(), False)
+            raw = cam.get_cam_image(
+                x, call.layer_module, targets, grads.activations[0].cpu().numpy(), grads.gradients[0].cpu().numpy(), False
+            )
         return torch.from_numpy(raw).float().clamp(min=0).to(x.device)
 
     def grad_cam(self, call: PeerCall, x: Tensor, target: Tensor) -> Tensor:

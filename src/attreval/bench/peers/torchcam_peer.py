@@ -1,4 +1,5 @@
 """TorchCAM (``torchcam.methods``) as a bench peer."""
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -17,8 +18,8 @@ class TorchCAM(Peer):
     notes: ClassVar[dict[str, str]] = {
         "grad_cam": _RAW,
         "grad_cam_pp": _RAW + "; α is never divided (0.5.0 divides a boolean-indexed copy in place), so "
-                              "α = g² and w = Σ g²·ReLU(g), not Grad-CAM++'s (its denominator would also sum "
-                              "g³·A over the map, not g³·ΣA, and add ε = 1e-8)",
+        "α = g² and w = Σ g²·ReLU(g), not Grad-CAM++'s (its denominator would also sum "
+        "g³·A over the map, not g³·ΣA, and add ε = 1e-8)",
         "layer_cam": _RAW,
     }
 

@@ -1,4 +1,5 @@
 """Zennit (``zennit.attribution``) as a bench peer."""
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -20,9 +21,14 @@ def _one_hot(call: PeerCall, x: Tensor, target: Tensor) -> Tensor:
 class Zennit(Peer):
     package, display = "zennit", "Zennit"
     methods: ClassVar[dict[str, str]] = {
-        "grad": "Gradient", "guided_backprop": "Gradient + GuidedBackprop composite", "int_grad": "IntegratedGradients"}
-    notes: ClassVar[dict[str, str]] = {"int_grad": "right Riemann sum (nodes k/S, one forward per step) instead of Gauss–Legendre: "
-                         "same S, another quadrature, so maps differ by the quadrature error"}
+        "grad": "Gradient",
+        "guided_backprop": "Gradient + GuidedBackprop composite",
+        "int_grad": "IntegratedGradients",
+    }
+    notes: ClassVar[dict[str, str]] = {
+        "int_grad": "right Riemann sum (nodes k/S, one forward per step) instead of Gauss–Legendre: "
+        "same S, another quadrature, so maps differ by the quadrature error"
+    }
 
     def grad(self, call: PeerCall, x: Tensor, target: Tensor) -> Tensor:
         from zennit.attribution import Gradient
@@ -44,7 +50,6 @@ class Zennit(Peer):
 
         method = call.method
         baseline = float(method.baseline)
-        with IntegratedGradients(model=call.net, n_iter=method.n_steps,
-                                 baseline_fn=lambda t: torch.full_like(t, baseline)) as attributor:
+        with IntegratedGradients(model=call.net, n_iter=method.n_steps, baseline_fn=lambda t: torch.full_like(t, baseline)) as attributor:
             _, relevance = attributor(x, _one_hot(call, x, target))
         return channel_sum(relevance)

@@ -12,6 +12,7 @@ Order: ``vgg`` (plain ``features`` / ``avgpool`` / fully connected ``classifier`
 class that has ``accepts(model)``, ``probe_shape(model)`` and ``split(model, probe)``, plus one
 ``SPLITTERS.register`` line.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Small facts about a model that every splitter needs (device, input channels, a probe input)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -24,6 +24,7 @@ Each stage and the head are ``torch.fx.GraphModule`` s holding the caller's own 
 (Guided Backprop, LRP) see them. An in-place first operation of a stage is preceded by a copy, so a tail never
 writes into the activations it is given.
 """
+
 from __future__ import annotations
 
 import math
@@ -93,10 +94,7 @@ class GraphCut:
         large = self._shapes(torch.cat([torch.cat([probe, probe], 2)] * 2, 3))
         self.side = probe.shape[-1]
         self.shape = small
-        self.spatial = {
-            n for n, s in small.items()
-            if s is not None and len(s) == 4 and large.get(n) is not None and large[n][-1] > s[-1]
-        }
+        self.spatial = {n for n, s in small.items() if s is not None and len(s) == 4 and large.get(n) is not None and large[n][-1] > s[-1]}
         self.cuts = cuts(self.nodes)
         self.last_node: dict[str, int] = {}
         self.count: dict[str, int] = {}
@@ -133,7 +131,7 @@ class GraphCut:
             expanded.add(biggest)
             children = [f"{biggest}.{c}" for c, _ in self.model.get_submodule(biggest).named_children()]
             index = proposals.index(biggest)
-            proposals[index:index + 1] = [c for c in children if c in self.last_node] or [biggest]
+            proposals[index : index + 1] = [c for c in children if c in self.last_node] or [biggest]
         # a bare pooling module is no stage of its own: it starts the next one (as VGG's max-pools do)
         return [p for p in proposals if not isinstance(self.model.get_submodule(p), pooling)]
 
@@ -212,7 +210,7 @@ class GraphCut:
                 env[node] = graph.node_copy(node, lookup)
             return env[node]
 
-        for node in self.nodes[start + 1:end + 1]:  # nodes[0] is the placeholder: stage 1 starts after it
+        for node in self.nodes[start + 1 : end + 1]:  # nodes[0] is the placeholder: stage 1 starts after it
             if node.op == "output":
                 graph.output(fx.map_arg(node.args[0], lookup))
                 break
@@ -247,4 +245,3 @@ class GraphSplitter:
         cut = GraphCut(model, probe)
         boundaries = cut.structural_boundaries(HEAD_NAMES)
         return cut.staged(boundaries, HEAD_NAMES, f"{type(model).__name__} (fx graph)")
-

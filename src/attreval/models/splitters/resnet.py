@@ -6,6 +6,7 @@ ResNet18 layers are input, the ReLU after conv1, and the outputs of layer1…lay
 (Conv3_x), final = ``layer4`` (Conv5_x). For K stages: middle = ``layer⌈K/2⌉``. The head (global pooling,
 flatten, fc) is the model's own; it pools any map, so GridPG runs it on the whole grid.
 """
+
 from __future__ import annotations
 
 import math
@@ -58,4 +59,3 @@ class ResNetSplitter:
         head = nn.Sequential(_pool_of(model), nn.Flatten(1), model.fc)
         aliases = {"middle": layers[math.ceil(len(layers) / 2) - 1], "final": layers[-1]}
         return StagedModel(tuple(stages), head, head, aliases, f"ResNet-like {type(model).__name__}")
-

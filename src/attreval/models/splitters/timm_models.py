@@ -2,6 +2,7 @@
 reductions timm reports), the last feature map before ``forward_head`` is final, and ``get_classifier``
 names the classifier. The cut itself is the graph splitter's (:mod:`attreval.models.splitters.graph`).
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -48,4 +49,3 @@ def _classifier_name(model: nn.Module) -> str | None:
     if not isinstance(classifier, nn.Module):
         return None
     return next((name for name, m in model.named_modules() if m is classifier and name), None)
-

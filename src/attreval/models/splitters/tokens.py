@@ -4,6 +4,7 @@ A layer's tokens ``(B, E + h·w, D)`` (E extra tokens first: class, distillation
 ``(B, D·(1+E), h, w)``: the patch tokens as channels, each extra token as D constant channels (:func:`pack`,
 :func:`unpack`, and the adjoint :func:`pack_grad`), so every method works on ViTs as on CNNs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -96,19 +97,26 @@ def explicit_attention(module: nn.Module, args: tuple, kwargs: dict) -> tuple[ob
             out = out * gate
         return module.proj_drop(module.proj(out)), probs
     if isinstance(module, nn.MultiheadAttention):
-        query, key, value = (list(args) + [kwargs.get(k) for k in ("query", "key", "value")[len(args):]])[:3]
-        if not (query is key is value) or not module.batch_first or not module._qkv_same_embed_dim \
-                or module.bias_k is not None or module.add_zero_attn \
-                or kwargs.get("attn_mask") is not None or kwargs.get("key_padding_mask") is not None or kwargs.get("is_causal"):
+        query, key, value = (list(args) + [kwargs.get(k) for k in ("query", "key", "value")[len(args) :]])[:3]
+        if (
+            not (query is key is value)
+            or not module.batch_first
+            or not module._qkv_same_embed_dim
+            or module.bias_k is not None
+            or module.add_zero_attn
+            or kwargs.get("attn_mask") is not None
+            or kwargs.get("key_padding_mask") is not None
+            or kwargs.get("is_causal")
+        ):
             raise ValueError("expected batch-first, unmasked self-attention (query = key = value) in the ViT blocks, got another call")
         b, n, d = query.shape
         heads = module.num_heads
-        q, k, v = (t.view(b, n, heads, d // heads).transpose(1, 2)
-                   for t in F.linear(query, module.in_proj_weight, module.in_proj_bias).chunk(3, dim=-1))
+        q, k, v = (
+            t.view(b, n, heads, d // heads).transpose(1, 2)
+            for t in F.linear(query, module.in_proj_weight, module.in_proj_bias).chunk(3, dim=-1)
+        )
         probs = ((q * (d // heads) ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
         probs_used = F.dropout(probs, module.dropout, module.training)
         out = module.out_proj((probs_used @ v).transpose(1, 2).reshape(b, n, d))
         return (out, None), probs
     raise ValueError(f"expected a timm Attention or nn.MultiheadAttention, got {type(module).__name__}")
-
-

@@ -12,6 +12,7 @@ GridPG (§1.2): the classifier slides over the grid's features as ``Conv2d`` mod
 ``Linear`` weights (first kernel ``d × d``, then 1 × 1), and the window logits are averaged; VGG's own
 ``avgpool`` is skipped. A grid's cells must then give exactly ``d × d`` final features.
 """
+
 from __future__ import annotations
 
 import math
@@ -131,5 +132,3 @@ class VGGSplitter:
         cell_head = nn.Sequential(pool, nn.Flatten(1), *_as_list(model.classifier))
         grid_head = sliding_classifier(_as_list(model.classifier), channels, side)
         return StagedModel(tuple(stages), cell_head, grid_head, aliases, f"VGG-like {type(model).__name__}", window=side)
-
-

@@ -54,6 +54,7 @@ takes any number of them, so GridPG is the model on the whole grid. ``part_head`
 cell k's block of the final map): the mean of the cell's patch tokens through ``fc_norm`` and the classifier —
 the model's own head for average-pooled models; for class-token models a rule of ours (docs/transformers.md).
 """
+
 from __future__ import annotations
 
 import math
@@ -80,7 +81,9 @@ except ImportError:  # pragma: no cover
 
 def _check_patches(x: Tensor, patch: tuple[int, int], what: str) -> tuple[int, int]:
     if x.dim() != 4 or x.shape[-2] % patch[0] or x.shape[-1] % patch[1]:
-        raise ValueError(f"expected images (B, C, H, W) with sides divisible by the patch size {patch[0]}×{patch[1]} of {what}, got {tuple(x.shape)}")
+        raise ValueError(
+            f"expected images (B, C, H, W) with sides divisible by the patch size {patch[0]}×{patch[1]} of {what}, got {tuple(x.shape)}"
+        )
     return x.shape[-2] // patch[0], x.shape[-1] // patch[1]
 
 
@@ -93,7 +96,12 @@ class TimmEmbed(nn.Module):
 
     def __init__(self, model: nn.Module):
         super().__init__()
-        self.patch_embed, self.pos_drop, self.patch_drop, self.norm_pre = model.patch_embed, model.pos_drop, model.patch_drop, model.norm_pre
+        self.patch_embed, self.pos_drop, self.patch_drop, self.norm_pre = (
+            model.patch_embed,
+            model.pos_drop,
+            model.patch_drop,
+            model.norm_pre,
+        )
         self.cls_token, self.reg_token, self.dist_token = model.cls_token, model.reg_token, getattr(model, "dist_token", None)
         self.pos_embed = model.pos_embed
         self.no_embed_class = bool(model.no_embed_class)
@@ -106,8 +114,9 @@ class TimmEmbed(nn.Module):
         t = pe.norm(pe.proj(x).flatten(2).transpose(1, 2))  # (B, h·w, D)
         extra = [tok.expand(t.shape[0], -1, -1) for tok in (self.cls_token, self.dist_token, self.reg_token) if tok is not None]
         if self.pos_embed is not None:
-            pos = resample_abs_pos_embed(self.pos_embed, new_size=size, old_size=self.grid_size,
-                                         num_prefix_tokens=0 if self.no_embed_class else self.num_extra)
+            pos = resample_abs_pos_embed(
+                self.pos_embed, new_size=size, old_size=self.grid_size, num_prefix_tokens=0 if self.no_embed_class else self.num_extra
+            )
             if self.no_embed_class:
                 t = torch.cat(extra + [t + pos], dim=1)
             else:
@@ -174,12 +183,11 @@ class TokenHead(nn.Module):
         outs = []
         for i, head in enumerate(self.heads):
             if self.pool == "token":
-                feat = x[:, d * (1 + i):d * (2 + i)].mean(dim=(-2, -1))
+                feat = x[:, d * (1 + i) : d * (2 + i)].mean(dim=(-2, -1))
             else:
                 feat = x[:, :d].mean(dim=(-2, -1))
             outs.append(head(self.drop(self.fc_norm(feat))))
         return outs[0] if len(outs) == 1 else sum(outs) / len(outs)
-
 
 
 @dataclass(frozen=True, eq=False)
@@ -220,11 +228,16 @@ class ViTSplitter:
         base_ok = own <= {_TimmViT.forward_features, _TimmViT.forward}
         head_ok = type(model).forward_head in (_TimmViT.forward_head, VisionTransformerDistilled.forward_head)
         distilled = isinstance(model, VisionTransformerDistilled)
-        return (base_ok and head_ok and getattr(model, "attn_pool", None) is None
-                and (distilled or model.global_pool in ("token", "avg"))
-                and not getattr(model, "pool_include_prefix", False)
-                and not getattr(model.patch_embed, "dynamic_img_pad", False)
-                and hasattr(model.patch_embed, "proj") and getattr(model.patch_embed, "flatten", True))
+        return (
+            base_ok
+            and head_ok
+            and getattr(model, "attn_pool", None) is None
+            and (distilled or model.global_pool in ("token", "avg"))
+            and not getattr(model, "pool_include_prefix", False)
+            and not getattr(model.patch_embed, "dynamic_img_pad", False)
+            and hasattr(model.patch_embed, "proj")
+            and getattr(model.patch_embed, "flatten", True)
+        )
 
     @staticmethod
     def _torchvision(model: nn.Module) -> bool:
@@ -254,8 +267,15 @@ class ViTSplitter:
         head = TokenHead(pool, e, model.fc_norm, model.head_drop, heads)
         part = head if pool == "avg" else TokenHead("avg", e, model.fc_norm, model.head_drop, heads)
         names = [n for n, _ in stages]
-        return TokenStagedModel(stages=tuple(stages), cell_head=head, grid_head=head, aliases=_aliases(names, pool == "token"),
-                                architecture=f"timm {type(model).__name__}", part_head=part, num_extra=e)
+        return TokenStagedModel(
+            stages=tuple(stages),
+            cell_head=head,
+            grid_head=head,
+            aliases=_aliases(names, pool == "token"),
+            architecture=f"timm {type(model).__name__}",
+            part_head=part,
+            num_extra=e,
+        )
 
     def _split_torchvision(self, model: nn.Module) -> StagedModel:
         layers = list(model.encoder.layers.named_children())
@@ -267,5 +287,12 @@ class ViTSplitter:
         head = TokenHead("token", 1, nn.Identity(), drop, [model.heads])
         part = TokenHead("avg", 1, nn.Identity(), drop, [model.heads])
         names = [n for n, _ in stages]
-        return TokenStagedModel(stages=tuple(stages), cell_head=head, grid_head=head, aliases=_aliases(names, True),
-                                architecture=f"torchvision {type(model).__name__}", part_head=part, num_extra=1)
+        return TokenStagedModel(
+            stages=tuple(stages),
+            cell_head=head,
+            grid_head=head,
+            aliases=_aliases(names, True),
+            architecture=f"torchvision {type(model).__name__}",
+            part_head=part,
+            num_extra=1,
+        )
