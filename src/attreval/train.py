@@ -210,7 +210,8 @@ def train(
     train_set, test_set, fill = _datasets(model_name, data_root, holdout)
     with torch.random.fork_rng(devices=[]):  # seed init and dropout without touching the caller's RNG state
         torch.manual_seed(seed)
-        model = build_model(model_name).to(device, memory_format=torch.channels_last)
+        # Module.to takes a device and a memory_format together at run time; torch's overloads list them apart
+        model = build_model(model_name).to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         loss = _fit(model, train_set, fill, config, seed, device, progress)
     model.eval()
     metrics = evaluate(model, test_set, device=device)

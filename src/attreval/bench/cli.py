@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from attreval.bench.timing import PassTimes
 from attreval.bench.unit import bench_unit, random_grids
 from attreval.methods import METHODS
 from attreval.settings import SETTINGS
@@ -154,7 +155,8 @@ def _bench(args: argparse.Namespace, device: torch.device) -> int:
 
         return run_peers(args.peers, model, images, labels, args.n, names, options, args.chunk_size, meta, out)
     out.mkdir(parents=True, exist_ok=True)
-    rows, rates = [], {}
+    rows: list[dict[str, Any]] = []
+    rates: dict[tuple[str, str, bool], dict[str, PassTimes]] = {}  # bench_unit's cache of pass rates per (setting, layer, image)
     for setting in args.settings.split(","):
         for layer in args.layers.split(","):
             for name in names:

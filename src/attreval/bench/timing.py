@@ -83,6 +83,8 @@ def pass_rates(task: Task, max_batch: int, image: bool) -> dict[str, PassTimes]:
     tail = task.tail
     rates = {"forward": per_row_times(lambda x: one(tail(x)[:, head]), task.inputs, max_batch)}
     if image:
+        if task.image is None:
+            raise ValueError("expected the task's grid images for the image pass rates, got image=None")
         whole = tail.whole()
         rates["image"] = per_row_times(lambda x: one(whole(x)[:, head]), task.image, max_batch)
     if tail.separable:

@@ -83,7 +83,7 @@ def bench_unit(
             return reference_maps(method, name, setting, images, classes, layer, task_heads, counters[-1])
 
         ref_seconds, ref_maps = timed(run_reference, device, budget=BUDGET)
-        size = tuple(images.shape[-2:])
+        size = (images.shape[-2], images.shape[-1])
         diff = (scores_of(ref_maps, n, heads, size) - scores_of(maps, n, heads, size)).abs().max().item()
         # the reference's tasks explain one head: on DiFull that is one block, charged at one head's rates
         one_head = {**rates[key], "forward": rates[key]["head"]} if "head" in rates[key] else rates[key]

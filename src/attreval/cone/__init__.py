@@ -32,6 +32,7 @@ in-place operation), and no hooks are registered.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -78,4 +79,5 @@ class ConePlan:
     def occluded(self, cache: object, x: Tensor, boxes: Tensor) -> Tensor:
         """``(B·P, …)``: the chain's output for ``x (B, C, H, W)`` with ``boxes (P, 4)`` (see :func:`occluded_patch`)."""
         with torch.no_grad():
-            return self.rule.patch(cache, occluded_patch(x, boxes)).dense()
+            # the cache comes from prepare(), i.e. ChainRule.clean: a list of per-rule caches typed as object there
+            return self.rule.patch(cast(list, cache), occluded_patch(x, boxes)).dense()

@@ -37,10 +37,10 @@ What a map means:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -79,16 +79,16 @@ def _transformer_parts(tail: Tail, display: str) -> tuple[list[TokenBlock], Toke
 class _Record:
     entry: Tensor | None = None  # the input of the first stage the tail ran
     entry_is_image: bool = False
-    probs: list[Tensor] | None = None  # per block run: (rows, heads, N, N)
+    probs: list[Tensor] = field(default_factory=list)  # per block run: (rows, heads, N, N)
     last: Tensor | None = None  # the output token map of the last block run
     last_extra: int = 0
     grid: tuple[int, int] = (0, 0)  # the (h, w) patch grid of the first block's input
 
 
 @contextmanager
-def _recording(blocks: list[TokenBlock], entries: list[nn.Module]) -> Iterator[_Record]:
+def _recording(blocks: Sequence[TokenBlock], entries: Sequence[nn.Module]) -> Iterator[_Record]:
     """Within the block, a forward of the tail records its entry, attention probabilities and last block output."""
-    record = _Record(probs=[])
+    record = _Record()
     handles = []
 
     def on_entry(module: nn.Module, args: tuple) -> None:
@@ -98,6 +98,7 @@ def _recording(blocks: list[TokenBlock], entries: list[nn.Module]) -> Iterator[_
             record.grid = tuple(args[0].shape[-2:])
 
     def on_attention(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+        ours: Any  # typed object there: a tensor, or (out, None) for nn.MultiheadAttention, as `output` is
         ours, probs = explicit_attention(module, args, kwargs)
         if record.probs and probs.shape[-1] != record.probs[0].shape[-1]:
             raise ValueError(f"expected {record.probs[0].shape[-1]} tokens in every block the tail runs, got {probs.shape[-1]}")
@@ -177,9 +178,9 @@ class _AttentionMethod(Method):
         grads = torch.autograd.grad(y, wanted, retain_graph=True)
         r = readout(grads[0], record.last_extra)  # (rows, N)
         attention_grads = grads[1:] if self.needs_attention_grad else [None] * len(record.probs)
-        for probs, grad in reversed(list(zip(record.probs, attention_grads))):
-            r = (r[:, None, :] @ self.block_matrix(probs.detach().double(), grad)).squeeze(1)
-        entry = record.entry
+        for probs, attention_grad in reversed(list(zip(record.probs, attention_grads))):
+            r = (r[:, None, :] @ self.block_matrix(probs.detach().double(), attention_grad)).squeeze(1)
+        entry = cast(Tensor, record.entry)  # set: a block ran (record.last), and every block is an entry with a pre-hook
         token_map = r[:, record.last_extra :].reshape(-1, 1, *record.grid).to(entry.dtype)  # extra tokens dropped
         if record.entry_is_image:  # patch relevance → the pixels of each image the patch embedding saw
             token_map = F.interpolate(token_map, size=tuple(entry.shape[-2:]), mode="bilinear", align_corners=False)
@@ -229,6 +230,8 @@ class CheferRelevance(_AttentionMethod):
     needs_attention_grad: ClassVar[bool] = True
 
     def block_matrix(self, probs: Tensor, grad: Tensor | None) -> Tensor:
+        if grad is None:
+            raise ValueError("expected the gradient of the attention probabilities for Chefer, got None")
         weighted = (grad.detach().double() * probs).clamp(min=0).mean(dim=1)
         return weighted + torch.eye(probs.shape[-1], dtype=probs.dtype, device=probs.device)
 

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import logging
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -51,6 +52,7 @@ def patch_intervals(size: int, kernel_size: int, stride: int) -> list[tuple[int,
     for name, value in (("size", size), ("kernel_size", kernel_size), ("stride", stride)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"expected a positive integer {name}, got {value!r}")
+    starts: Iterable[int]
     if kernel_size % 2 == 0:
         starts = range(-(math.ceil(kernel_size / stride) - 1) * stride, size, stride)
     else:
@@ -118,7 +120,7 @@ class Occlusion(Method):
         x = task.inputs
         rows = interval_masks(x.shape[-2], kernel, stride, x.device)  # (Pr, h)
         cols = interval_masks(x.shape[-1], kernel, stride, x.device)  # (Pc, w)
-        regions = task.tail.regions(tuple(x.shape[-2:])) if task.tail.separable else None
+        regions = task.tail.regions((x.shape[-2], x.shape[-1])) if task.tail.separable else None
         if regions is None:
             drops = window_drops(task, rows, cols)
         else:

@@ -13,13 +13,15 @@ import copy
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from torch import Tensor, nn
 
 from attreval.methods.base import Method
 from attreval.models.staged import StagedModel
 from attreval.registry import Registry
+
+M = TypeVar("M", bound=Method)
 
 
 class PeerNet(nn.Module):
@@ -64,6 +66,12 @@ class PeerCall:
     layer: str
     method: Method
     chunk_size: int = 64
+
+    def method_as(self, kind: type[M]) -> M:
+        """``method`` as a ``kind``: the adapter for a method name is given that method (a one-line error otherwise)."""
+        if not isinstance(self.method, kind):
+            raise TypeError(f"expected attreval's {kind.__name__} for this adapter, got {type(self.method).__name__}")
+        return self.method
 
 
 Adapter = Callable[[PeerCall, Tensor, Tensor], Tensor]

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 
 from attreval.bench.peers.base import PEERS, Peer, PeerCall, channel_sum
+from attreval.methods.gradient import IntegratedGradients as IntGradMethod
+from attreval.methods.perturbation import Occlusion as OcclusionMethod
 from attreval.methods.perturbation import patch_intervals
 
 
@@ -50,7 +52,7 @@ class Captum(Peer):
     def int_grad(self, call: PeerCall, x: Tensor, target: Tensor) -> Tensor:
         from captum.attr import IntegratedGradients
 
-        method = call.method
+        method = call.method_as(IntGradMethod)
         attribution = IntegratedGradients(call.net).attribute(
             x, baselines=float(method.baseline), target=target, n_steps=method.n_steps, method="gausslegendre"
         )
@@ -97,7 +99,7 @@ class Captum(Peer):
 
 def _window(call: PeerCall) -> tuple[int, int]:
     """Occlusion's ``(kernel, stride)`` at the input layer (the only layer the peers are compared at)."""
-    method = call.method
+    method = call.method_as(OcclusionMethod)
     kernel = method.input_kernel_size if method.kernel_size is None else method.kernel_size
     stride = method.input_stride if method.stride is None else method.stride
     return kernel, stride

@@ -18,12 +18,13 @@ smallest Pearson correlation.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from attreval.bench.peers.base import PEERS, PeerCall, PeerNet
+from attreval.bench.peers.base import PEERS, Adapter, PeerCall, PeerNet
 from attreval.bench.timing import BUDGET, timed
 from attreval.methods import resolve_method
 from attreval.settings import make_setting
@@ -86,13 +87,11 @@ def compare_peers(
             adapter = peer.adapter(name) if not peer.missing() else None
             if adapter is None:
                 continue
-            calls = {
-                "all": ours,
-                "one": lambda: ours(classes[:, :1]),
-                "peer": lambda adapter=adapter, call=call: torch.stack(
-                    [adapter(call, images, classes[:, t]) for t in range(classes.shape[1])], 1
-                ),
-            }
+
+            def peer_maps(adapter: Adapter = adapter, call: PeerCall = call) -> Tensor:  # a def: mypy cannot type a lambda with defaults
+                return torch.stack([adapter(call, images, classes[:, t]) for t in range(classes.shape[1])], 1)
+
+            calls: dict[str, Callable[[], Tensor]] = {"all": ours, "one": lambda: ours(classes[:, :1]), "peer": peer_maps}
             times: dict[str, list[float]] = {key: [] for key in calls}
             maps: dict[str, Tensor] = {}
             rounds = 0
@@ -120,7 +119,7 @@ def compare_peers(
                     "ratio_one_target": best["peer"] / targets / best["one"],
                     "max_rel_diff": rel,
                     "pearson": pearson,
-                    "notes": peer.note(name, call, tuple(images.shape[-2:])),
+                    "notes": peer.note(name, call, (images.shape[-2], images.shape[-1])),
                 }
             )
     return rows

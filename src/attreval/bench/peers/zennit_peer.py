@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from attreval.bench.peers.base import PEERS, Peer, PeerCall, channel_sum
+from attreval.methods.gradient import IntegratedGradients as IntGradMethod
 
 
 def _one_hot(call: PeerCall, x: Tensor, target: Tensor) -> Tensor:
@@ -48,7 +49,7 @@ class Zennit(Peer):
     def int_grad(self, call: PeerCall, x: Tensor, target: Tensor) -> Tensor:
         from zennit.attribution import IntegratedGradients
 
-        method = call.method
+        method = call.method_as(IntGradMethod)
         baseline = float(method.baseline)
         with IntegratedGradients(model=call.net, n_iter=method.n_steps, baseline_fn=lambda t: torch.full_like(t, baseline)) as attributor:
             _, relevance = attributor(x, _one_hot(call, x, target))

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -71,7 +72,8 @@ try:  # timm is optional for torchvision-only installs
     from timm.models.vision_transformer import Attention as _TimmAttention
     from timm.models.vision_transformer import VisionTransformer as _TimmViT
 except ImportError:  # pragma: no cover - timm is installed in the dev environment
-    resample_abs_pos_embed, _TimmViT, _TimmAttention = None, None, None
+    # without timm the names are None; mypy keeps the types of timm's (installed wherever the types are checked)
+    resample_abs_pos_embed, _TimmViT, _TimmAttention = None, None, None  # type: ignore[assignment, misc]
 
 try:
     from torchvision.models.vision_transformer import VisionTransformer as _TvViT
@@ -260,9 +262,8 @@ class ViTSplitter:
         if pool == "token" and model.cls_token is None:
             raise ValueError("expected a class token for token pooling, got cls_token=None")
         blocks = list(model.blocks)
-        stages = [("patch_embed", TimmEmbed(model))] + [
-            (f"blocks.{i}", TokenBlock(b, e, model.norm if i == len(blocks) - 1 else None)) for i, b in enumerate(blocks)
-        ]
+        stages: list[tuple[str, nn.Module]] = [("patch_embed", TimmEmbed(model))]  # the embedding, then the blocks
+        stages += [(f"blocks.{i}", TokenBlock(b, e, model.norm if i == len(blocks) - 1 else None)) for i, b in enumerate(blocks)]
         heads = [model.head, model.head_dist] if distilled else [model.head]
         head = TokenHead(pool, e, model.fc_norm, model.head_drop, heads)
         part = head if pool == "avg" else TokenHead("avg", e, model.fc_norm, model.head_drop, heads)
@@ -279,13 +280,16 @@ class ViTSplitter:
 
     def _split_torchvision(self, model: nn.Module) -> StagedModel:
         layers = list(model.encoder.layers.named_children())
-        stages = [("conv_proj", TorchvisionEmbed(model))] + [
+        stages: list[tuple[str, nn.Module]] = [("conv_proj", TorchvisionEmbed(model))]  # the embedding, then the blocks
+        stages += [
             (f"encoder.layers.{name}", TokenBlock(block, 1, model.encoder.ln if i == len(layers) - 1 else None))
             for i, (name, block) in enumerate(layers)
         ]
         drop = nn.Identity()
-        head = TokenHead("token", 1, nn.Identity(), drop, [model.heads])
-        part = TokenHead("avg", 1, nn.Identity(), drop, [model.heads])
+        # torch types Module.__getattr__ as Tensor | Module; torchvision's ViT keeps its classifier in an nn.Sequential
+        classifier = cast(nn.Module, model.heads)
+        head = TokenHead("token", 1, nn.Identity(), drop, [classifier])
+        part = TokenHead("avg", 1, nn.Identity(), drop, [classifier])
         names = [n for n, _ in stages]
         return TokenStagedModel(
             stages=tuple(stages),
