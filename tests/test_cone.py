@@ -214,7 +214,11 @@ def test_unknown_module_falls_back_to_full_passes_with_the_same_maps(setting_nam
     got = occlusion_maps(setting, images, layer, kernel, stride, materialise=False, chunk_size=8)
     assert relative(got, ref) <= 1e-5
     tail = setting.tail(layer, (0,))
-    fallbacks = tail.occluder(setting.activations(images, layer)).plan.fallbacks
+    occluder = tail.occluder(setting.activations(images, layer))
+    if layer == "middle":  # the tail starts with the Mystery stage: nothing to save, plain materialised copies
+        assert type(occluder) is Occluder
+        return
+    fallbacks = occluder.plan.fallbacks
     assert staged.stages[2][1] in fallbacks  # the Mystery stage ran in full, on the materialised patch
     assert not any(isinstance(m, (nn.Conv2d, nn.BatchNorm2d, nn.AvgPool2d, nn.MaxPool2d, Bottleneck)) for m in fallbacks)
 

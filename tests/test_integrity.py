@@ -28,6 +28,8 @@ from attreval.manifest import Manifest, verify_run
 from attreval.store import RunStore, Unit
 from tiny_models import tiny_run_config
 
+pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
+
 BODY = """
 [evaluation]
 settings = ["gridpg", "difull"]
@@ -393,8 +395,6 @@ def test_a_second_process_on_a_locked_run_directory_stops_at_once(runs, tmp_path
             "-c",
             f"""
 import importlib.util, time
-
-pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
 spec = importlib.util.spec_from_file_location("lock", {attreval.lock.__file__!r})
 module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
 lock = module.RunLock({str(out)!r}); lock.acquire(); print("held", flush=True); time.sleep(60)

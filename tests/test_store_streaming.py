@@ -25,6 +25,8 @@ from attreval.run import run
 from attreval.store import RunStore, Unit
 from tiny_models import tiny_run_config
 
+pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
+
 GRIDS = 3  # per kind: batch_size 2 gives a full and a partial batch
 KEY = ["model", "setting", "layer", "method", "kernel_size", "grid", "cell", "head"]
 F16_MAX = float(np.finfo(np.float16).max)
@@ -230,8 +232,6 @@ def test_killed_unit_leaves_only_a_temporary_file(tmp_path):
     script = f"""
 import os, signal, numpy as np
 from attreval.store import RunStore, Unit
-
-pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
 writer = RunStore({str(tmp_path)!r}).map_writer(Unit(*{list(vars(unit).values())!r}), 4)
 with writer:
     writer.write(0, np.ones((2, 1, 2, 2), np.float32))
