@@ -3,12 +3,14 @@ one clean forward per input (per head's block in DiFull) and each window's recep
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor
 
 from attreval.cone import ConePlan
 from attreval.grid import select_cells
-from attreval.settings import CellTail, GridTail, SettingTail
+from attreval.settings import CellTail, GridTail, PartTail, SettingTail
 from attreval.tail import Occluder
 
 
@@ -23,6 +25,7 @@ class ConeOccluder(Occluder):
 
     def __init__(self, tail: SettingTail, a: Tensor):
         super().__init__(tail, a)
+        self.setting_tail = tail  # the base class keeps it as a plain Tail
         stages = [module for _, module in tail.staged.stages[tail.start :]]
         self.per_cell = isinstance(tail, CellTail)
         if isinstance(tail, GridTail):
@@ -34,12 +37,12 @@ class ConeOccluder(Occluder):
 
     def _clean(self, key: int) -> tuple[Tensor, object]:
         if key not in self.caches:
-            x = self.x if key < 0 else select_cells(self.x, self.tail.n, (self.tail.heads[key],))
+            x = self.x if key < 0 else select_cells(self.x, self.setting_tail.n, (self.setting_tail.heads[key],))
             self.caches[key] = (x, self.plan.prepare(x))
         return self.caches[key]
 
     def __call__(self, boxes: Tensor, index: Tensor | None = None) -> Tensor:
-        tail, b, p = self.tail, self.x.shape[0], boxes.shape[0]
+        tail, b, p = self.setting_tail, self.x.shape[0], boxes.shape[0]
         boxes = boxes.to(device=self.x.device, dtype=torch.long)
         if self.per_cell:
             return self._cells(boxes, index)
@@ -48,7 +51,7 @@ class ConeOccluder(Occluder):
         logits = (
             out.view(b, p, 1, -1).expand(-1, -1, len(tail.heads), -1)
             if isinstance(tail, GridTail)
-            else tail.from_features(out).unflatten(0, (b, p))
+            else cast(PartTail, tail).from_features(out).unflatten(0, (b, p))
         )
         if index is None:
             return logits
@@ -57,7 +60,7 @@ class ConeOccluder(Occluder):
 
     def _cells(self, boxes: Tensor, index: Tensor | None) -> Tensor:
         """DiFull: window p through head ``index[p]``'s block alone (every head when ``index`` is None)."""
-        tail, b, p = self.tail, self.x.shape[0], boxes.shape[0]
+        tail, b, p = self.setting_tail, self.x.shape[0], boxes.shape[0]
         h, w = self.x.shape[-2] // tail.n, self.x.shape[-1] // tail.n
         wanted = range(len(tail.heads)) if index is None else [int(u) for u in torch.unique(index)]
         results = {}

@@ -46,7 +46,7 @@ class Patch:
         if self.full:
             return self.values.flatten(0, 1)
         zero = torch.zeros_like(self.top)
-        return read(self, zero, zero, tuple(self.base.shape[-2:]), 0.0).flatten(0, 1)
+        return read(self, zero, zero, (self.base.shape[-2], self.base.shape[-1]), 0.0).flatten(0, 1)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -19,11 +20,11 @@ class Rule:
     def __init__(self, module: nn.Module):
         self.module = module
 
-    def clean(self, a: Tensor) -> tuple[Tensor, object]:
+    def clean(self, a: Tensor) -> tuple[Tensor, Any]:
         out = self.module(a)
         return out, out
 
-    def patch(self, cache: object, value: Value) -> Value:
+    def patch(self, cache: Any, value: Value) -> Value:  # cache: what this rule's clean() returned
         return Dense(self.module(value.dense()), value.windows)
 
     def full_rules(self) -> list[Rule]:
@@ -91,7 +92,7 @@ class ConvRule(WindowRule):
                 return self.delta(cache, value)
         return super().patch(cache, value)
 
-    def delta(self, cache: Tensor, value: Value) -> Patch:
+    def delta(self, cache: Tensor, value: Patch) -> Patch:
         m, (h, w), (kh, kw) = self.module, value.size, self.kernel
         rows = value.top[:, None] + torch.arange(h, device=value.top.device)
         cols = value.left[:, None] + torch.arange(w, device=value.top.device)
@@ -109,7 +110,7 @@ class ConvRule(WindowRule):
         return Patch(cache, read(raw, start_h, start_w, (out_h, out_w), 0.0), start_h, start_w)
 
     def apply(self, x: Tensor) -> Tensor:
-        m = self.module
+        m = cast(nn.Conv2d, self.module)
         return F.conv2d(x, m.weight, m.bias, m.stride, 0, m.dilation, m.groups)
 
 

@@ -9,7 +9,6 @@ import torch
 from torch import Tensor, nn
 
 
-
 def confident_indices(
     models: Sequence[nn.Module], images: Tensor, labels: Tensor, threshold: float = 0.99, batch_size: int = 256
 ) -> Tensor:

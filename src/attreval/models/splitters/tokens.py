@@ -14,7 +14,7 @@ from torch.nn import functional as F
 try:  # timm is optional for torchvision-only installs
     from timm.models.vision_transformer import Attention as _TimmAttention
 except ImportError:  # pragma: no cover - timm is installed in the dev environment
-    _TimmAttention = None
+    _TimmAttention = None  # type: ignore[assignment, misc]  # the isinstance checks below test for None first
 
 
 def pack(tokens: Tensor, num_extra: int, size: tuple[int, int]) -> Tensor:
@@ -88,7 +88,7 @@ def explicit_attention(module: nn.Module, args: tuple, kwargs: dict) -> tuple[ob
             raise ValueError("expected unmasked, non-causal self-attention in the ViT blocks, got a mask or causal flag")
         x = args[0] if args else kwargs["x"]
         b, n, _ = x.shape
-        gate = module.gate(x).sigmoid() if getattr(module, "gate", None) is not None else None
+        gate = module.gate(x).sigmoid() if getattr(module, "gate", None) is not None else None  # type: ignore[misc]  # timm's optional gate
         q, k, v = module.qkv(x).reshape(b, n, 3, module.num_heads, module.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = module.q_norm(q), module.k_norm(k)
         probs = ((q * module.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
