@@ -6,6 +6,8 @@ import pytest
 
 from attreval.cli import main
 
+pytestmark = pytest.mark.slow  # bench runs: left out of `make test-fast`
+
 
 def test_bench_counts_passes_and_matches_the_reference_pattern(tmp_path):
     out = tmp_path / "bench"

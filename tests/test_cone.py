@@ -22,6 +22,8 @@ from attreval.settings import make_setting
 from attreval.tail import Occluder, Tail
 from tiny_models import randomize_bn, tiny_model
 
+pytestmark = pytest.mark.slow  # torchvision ResNet18/VGG11 equivalence runs: left out of `make test-fast`
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

@@ -13,6 +13,8 @@ from attreval.grid import GridSpec
 from attreval.methods import resolve_method
 from tiny_models import TinyResNet, TinyVGG, randomize_bn, tiny_model
 
+pytestmark = pytest.mark.slow  # Zennit composites on torchvision models: left out of `make test-fast`
+
 zennit = pytest.importorskip("zennit")
 from zennit.attribution import Gradient  # noqa: E402
 from zennit.composites import EpsilonAlpha2Beta1, EpsilonGammaBox, EpsilonPlusFlat, LayerMapComposite, layer_map_base  # noqa: E402

@@ -26,6 +26,8 @@ from attreval.report import write_report
 from attreval.smoothing import scaled_kernel_size, smooth_maps
 from attreval.store import COLUMNS, RunStore, Unit
 
+pytestmark = pytest.mark.slow  # end-to-end runs and the report: left out of `make test-fast`
+
 CHROMIUM = Path("/usr/bin/chromium")
 N, CELL, CHANNELS = 2, 8, 1
 SIDES = {"input": 16, "middle": 8, "final": 4}
@@ -349,6 +351,7 @@ def _browser_check(report: Path, profile: Path) -> tuple[int, int, list[str]]:
     return int(images.group(1)), int(broken.group(1)), console
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install -y chromium)")
 def test_report_in_headless_chromium(full_run, tmp_path):
     store, out = full_run

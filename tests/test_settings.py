@@ -8,6 +8,8 @@ from attreval import make_setting, split_model
 from attreval.grid import GridSpec
 from attreval.methods.base import target_gradients
 
+pytestmark = pytest.mark.slow  # the guarantees on torchvision VGG11 / ResNet18: left out of `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def vgg11():

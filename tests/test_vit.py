@@ -11,6 +11,8 @@ from attreval.models.splitters import splitter_for
 from attreval.models.splitters.vit import pack, unpack
 from tiny_vit import _shake, tiny_torchvision_vit, tiny_vit
 
+pytestmark = pytest.mark.slow  # ViT splits at several sizes: left out of `make test-fast`
+
 N = 2
 VARIANTS = {
     "cls": dict(pool="token"),
