@@ -88,6 +88,29 @@ class Occluder:
         return self.tail.rows(copies, index.to(copies.device).repeat(b)).unflatten(0, (b, p))
 
 
+class DelegatingTail(Tail):
+    """``inner`` unchanged: every call and capability forwarded. Wrappers that change one capability (count the
+    passes, hide the regions, keep the plain occluder) subclass it and override only that."""
+
+    def __init__(self, inner: Tail):
+        self.inner, self.heads, self.modules, self.separable = inner, inner.heads, inner.modules, inner.separable
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.inner(x)
+
+    def rows(self, x: Tensor, index: Tensor) -> Tensor:
+        return self.inner.rows(x, index)
+
+    def regions(self, size: tuple[int, int]) -> Tensor | None:
+        return self.inner.regions(size)
+
+    def whole(self) -> Tail:
+        return self.inner.whole()
+
+    def occluder(self, x: Tensor) -> Occluder:
+        return self.inner.occluder(x)
+
+
 class FunctionTail(Tail):
     """A plain function ``(N, C, h, w) → (N, H, K)`` as a tail with no capabilities.
 

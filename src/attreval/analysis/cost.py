@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from attreval.methods.base import Task
-from attreval.tail import Occluder, Tail
+from attreval.tail import DelegatingTail, Occluder, Tail
 
 
 @dataclass
@@ -67,12 +67,12 @@ class PassCounter:
         }
 
 
-class CountedTail(Tail):
+class CountedTail(DelegatingTail):
     """A tail that counts every pass through ``inner`` in ``counter`` and otherwise behaves like it."""
 
     def __init__(self, inner: Tail, counter: PassCounter, whole_network: bool = False):
-        self.inner, self.counter, self.whole_network = inner, counter, whole_network
-        self.heads, self.modules, self.separable = inner.heads, inner.modules, inner.separable
+        super().__init__(inner)
+        self.counter, self.whole_network = counter, whole_network
 
     def __call__(self, x: Tensor) -> Tensor:
         self.counter.count(x, whole_network=self.whole_network)
@@ -81,9 +81,6 @@ class CountedTail(Tail):
     def rows(self, x: Tensor, index: Tensor) -> Tensor:
         self.counter.count(x, whole_network=self.whole_network, one_head=self.inner.separable)
         return self.inner.rows(x, index)
-
-    def regions(self, size: tuple[int, int]) -> Tensor | None:
-        return self.inner.regions(size)
 
     def whole(self) -> Tail:
         return CountedTail(self.inner.whole(), self.counter, whole_network=True)

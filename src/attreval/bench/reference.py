@@ -17,7 +17,7 @@ from torch import Tensor
 from attreval.analysis.cost import PassCounter
 from attreval.api import build_task
 from attreval.methods.base import Method, Task
-from attreval.tail import Tail
+from attreval.tail import DelegatingTail, Occluder
 
 REFERENCE_BATCH = 8  # the paper script's batch size (PAPER.md Appendix A)
 
@@ -71,17 +71,12 @@ def reference_maps(
     return torch.cat(batches)
 
 
-class EveryWindow(Tail):
-    """``inner`` without its ``regions``: the authors' DiFull Occlusion runs every window through the head."""
+class EveryWindow(DelegatingTail):
+    """``inner`` without its ``regions`` and with plain occluded copies: the authors' DiFull Occlusion runs every
+    window through the head, each as a full forward."""
 
-    def __init__(self, inner: Tail):
-        self.inner, self.heads, self.modules, self.separable = inner, inner.heads, inner.modules, inner.separable
+    def regions(self, size: tuple[int, int]) -> Tensor | None:
+        return None
 
-    def __call__(self, x: Tensor) -> Tensor:
-        return self.inner(x)
-
-    def rows(self, x: Tensor, index: Tensor) -> Tensor:
-        return self.inner.rows(x, index)
-
-    def whole(self) -> Tail:
-        return self.inner.whole()
+    def occluder(self, x: Tensor) -> Occluder:
+        return Occluder(self, x)
