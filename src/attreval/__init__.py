@@ -6,6 +6,7 @@ score, AggAtt, smoothing, correlation and cost analyses.
 """
 
 from attreval.api import attribute
+from attreval.evaluation import default_config_dict, evaluate
 from attreval.grid import GridSpec
 from attreval.methods import METHODS, FunctionMethod, Method, Task
 from attreval.methods.custom import captum_method
@@ -19,6 +20,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "attribute",
+    "evaluate",
+    "default_config_dict",
     "GridSpec",
     "METHODS",
     "Method",

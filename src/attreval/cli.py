@@ -1,4 +1,4 @@
-"""``attreval`` command line: run, report, verify, train, list, bench.
+"""``attreval`` command line: run, report, verify, compare, check-method, train, list, bench.
 
 User errors (``ValueError``/``TypeError`` raised with "expected …, got …" messages) and file-system errors
 (``OSError``: a full disk, a read-only file system, a permission) become one line on stderr and exit code 2,
@@ -84,6 +84,7 @@ def _list(args: argparse.Namespace) -> int:
     if what in ("methods", "all"):
         for name, method in METHODS.items():
             print(f"{name:24s} {method.display:22s} {method.family:13s} {method!r}")
+        _list_plugins()
     if what in ("settings", "all"):
         for name, cls in SETTINGS.items():
             print(f"{name:16s} {cls.display:18s} {(cls.__doc__ or '').strip().splitlines()[0]}")
@@ -97,6 +98,18 @@ def _list(args: argparse.Namespace) -> int:
         for name, splitter in SPLITTERS.items():
             print(f"{name:16s} splitter         {(type(splitter).__doc__ or '').strip().splitlines()[0]}")
     return 0
+
+
+def _list_plugins() -> None:
+    """Installed plugin methods (entry points ``attreval.methods``), each imported; a broken one is listed with its error."""
+    from attreval.methods.sources import find_method, plugin_entry_points
+
+    for name, point in sorted(plugin_entry_points().items()):
+        try:
+            method = find_method(name)
+            print(f"{name:24s} {method.display:22s} {method.family:13s} plugin {point.value}: {method!r}")
+        except ValueError as err:
+            print(f"{name:24s} {'(broken plugin)':22s} {'':13s} {err}")
 
 
 def _list_layers(args: argparse.Namespace) -> int:
@@ -181,6 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=0, help="with 'layers': classifier outputs (default 1000)")
     p.add_argument("--architecture", help='with \'layers\': a factory "module:function" or "file.py:function"')
     p.set_defaults(func=_list)
+
+    from attreval.analysis import comparison
+
+    p = sub.add_parser(
+        "compare", help="which methods differ: one method against the others, or the tier table (paired tests on the same maps)"
+    )
+    comparison.configure_parser(p)
+    p.set_defaults(func=comparison.run_from_args)
+
+    from attreval.methods import contract
+
+    p = sub.add_parser("check-method", help="check a method (yours: file.py:object) against the contract every built-in method meets")
+    contract.configure_parser(p)
+    p.set_defaults(func=contract.run_from_args)
 
     from attreval.train import configure_parser
 

@@ -29,9 +29,20 @@ from typing import Any
 
 MANIFEST = "manifest"
 #: What ``attreval run`` writes and records, relative to the run directory (verify lists unrecorded ones).
-TRACKED = ("config.json", "meta.json", "results.parquet", "costs.parquet", "grids/*.pt", "parts/*.parquet", "maps/*.npy", "timings/*.json")
+TRACKED = (
+    "config.json",
+    "meta.json",
+    "results.parquet",
+    "costs.parquet",
+    "statistics.parquet",
+    "comparisons.parquet",
+    "grids/*.pt",
+    "parts/*.parquet",
+    "maps/*.npy",
+    "timings/*.json",
+)
 #: Rebuilt at the end of every run, so ``--resume`` does not need them intact.
-REBUILT = ("results.parquet", "costs.parquet", "meta.json")
+REBUILT = ("results.parquet", "costs.parquet", "statistics.parquet", "comparisons.parquet", "meta.json")
 
 
 def sha256(path: Path, chunk: int = 1 << 20) -> str:

@@ -4,6 +4,8 @@ each model is evaluated on, built once and cached in the run directory."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -11,7 +13,7 @@ from torch import nn
 from attreval.config import RunConfig
 from attreval.data import GridDataset, build_grid_dataset, load_dataset
 from attreval.manifest import grid_fingerprint
-from attreval.methods import resolve_method
+from attreval.methods import Method
 from attreval.models.splitters import split_model
 from attreval.models.splitters.common import model_device
 from attreval.settings import GRID_KINDS, SETTINGS, make_setting
@@ -68,15 +70,22 @@ def check_cells(config: RunConfig, models: dict[str, nn.Module], grids: dict[tup
             raise ValueError(f"model '{key}': {err}") from None
 
 
-def applicable_units(config: RunConfig, models: dict[str, nn.Module], units: list[Unit]) -> tuple[list[Unit], list[Unit]]:
+def resolve_methods(config: RunConfig, in_memory: Mapping[str, Any] | None = None) -> dict[str, Method]:
+    """Every evaluated method name → its method object, built once per run (a plugin or a ``callable`` file is
+    imported here, before any work); ``in_memory``: the objects handed to :func:`attreval.evaluate`."""
+    return {name: config.method(name, in_memory) for name in config.method_names()}
+
+
+def applicable_units(
+    config: RunConfig, models: dict[str, nn.Module], units: list[Unit], methods: Mapping[str, Method]
+) -> tuple[list[Unit], list[Unit]]:
     """``(units to run, units not applicable)``, decided before any work: a method that can say whether it applies
     (``check_tail``: the attention methods need a transformer) is asked about the tail of each of its units, so
     a config listing it next to CNNs (or ``methods = ["all"]``) skips those units with one warning per method and
     model, instead of failing mid-run. A config in which nothing applies is a one-line error."""
     keep, skipped, said = [], [], set()
     for unit in units:
-        name, options = config.method_options(unit.method)
-        check = getattr(resolve_method(name, **options), "check_tail", None)
+        check = getattr(methods[unit.method], "check_tail", None)
         if check is not None:
             setting = make_setting(unit.setting, models[unit.model], config.grids.n)
             try:

@@ -68,6 +68,7 @@ class Run:
         self.root = Path(root)
         self.store = RunStore(self.root)
         self._grids: dict[tuple[str, str], GridDataset] = {}
+        self.keepalive: object = None  # attreval.evaluate(out=None): the temporary directory the run lives in
 
     def __repr__(self) -> str:
         return f"Run({str(self.root)!r})"
@@ -83,6 +84,51 @@ class Run:
         """``costs.parquet``: one row per unit (seconds and passes per grid); empty when the run has none."""
         path = self.root / "costs.parquet"
         return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+
+    @cached_property
+    def statistics(self) -> pd.DataFrame:
+        """``statistics.parquet``: median and 95 % bootstrap interval (resampling grids) of every unit and
+        smoothing level (:func:`attreval.analysis.statistics.unit_statistics`); computed from the results
+        when the run predates the file."""
+        from attreval.analysis.statistics import unit_statistics
+        from attreval.store import STATISTICS
+
+        path = self.root / STATISTICS
+        return pd.read_parquet(path) if path.exists() else unit_statistics(self.results, seed=self._seed())
+
+    @cached_property
+    def comparisons(self) -> pd.DataFrame:
+        """``comparisons.parquet``: paired Wilcoxon tests of every pair of methods per (model, setting, layer,
+        smoothing), Holm-corrected per group (:func:`attreval.analysis.statistics.paired_comparisons`)."""
+        from attreval.analysis.statistics import paired_comparisons
+        from attreval.store import COMPARISONS
+
+        path = self.root / COMPARISONS
+        return pd.read_parquet(path) if path.exists() else paired_comparisons(self.results)
+
+    def compare(
+        self,
+        method: str | None = None,
+        *,
+        model: str | None = None,
+        setting: str | None = None,
+        layer: str | None = None,
+        kernel_ref: int = 0,
+        alpha: float = 0.05,
+    ) -> pd.DataFrame:
+        """With ``method``: that method against every other of each selected group (``other``, medians, the median
+        paired difference ``method − other``, p-values, ``verdict``: better / worse / no difference at ``alpha``).
+        Without: the tier table (:func:`attreval.analysis.statistics.tiers`). ``None`` selects every value."""
+        from attreval.analysis.comparison import method_versus_others, select
+        from attreval.analysis.statistics import tiers
+
+        where = {"model": model, "setting": setting, "layer": layer, "kernel_ref": kernel_ref}
+        if method is None:
+            return tiers(select(self.statistics, where), select(self.comparisons, where), alpha)
+        return method_versus_others(select(self.comparisons, where), method, alpha)
+
+    def _seed(self) -> int:
+        return int((self.config_dict or {}).get("seed", 0))
 
     # -- config and metadata ------------------------------------------------------------------------
     @cached_property

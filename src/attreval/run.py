@@ -7,12 +7,14 @@ scores → one part of the results table + the maps, written atomically.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,15 +23,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from attreval.analysis.cost import PassCounter
+from attreval.analysis.statistics import run_statistics
 from attreval.api import build_task
 from attreval.config import RunConfig
 from attreval.data import GridDataset
 from attreval.distributed import Group, from_environment
 from attreval.lock import RunLock
-from attreval.methods import resolve_method
+from attreval.methods import Method
 from attreval.metric import localization_parts, score_from_parts
 from attreval.models.loading import load_model
-from attreval.plan import applicable_units, check_cells, make_grids, plan_units
+from attreval.plan import applicable_units, check_cells, make_grids, plan_units, resolve_methods
 from attreval.rundir import prepare_run_dir
 from attreval.runtime import faithful_numerics, metadata, resolve_device
 from attreval.settings import SETTINGS, make_setting
@@ -47,18 +50,19 @@ def evaluate_unit(
     device: torch.device,
     counter: PassCounter | None = None,
     sink: Callable[[int, np.ndarray], None] | None = None,
+    method: Method | None = None,
 ) -> pd.DataFrame:
     """Result rows of one unit, computed ``batch_size`` grids at a time so memory stays flat in the number of grids.
 
     Every batch's maps ``(B, T, h, w)`` float32 are checked finite, scored for every smoothing variant, handed
     to ``sink(start, maps)`` (e.g. :meth:`MapWriter.write`; None = not stored) and dropped: only the ``(B, T)``
     inside/total masses of each variant are kept. ``counter`` (optional) counts forward/backward passes.
+    ``method``: the unit's method object (default: built from the config, :meth:`RunConfig.method`).
     """
     n, e = config.grids.n, config.evaluation
     setting = make_setting(unit.setting, model, n)
     heads = setting.evaluated_cells(all_cells=e.heads == "all")  # the cells scored; heads_for: who explains them
-    name, options = config.method_options(unit.method)  # a variant: its registered method and options
-    method = resolve_method(name, **options)
+    method = config.method(unit.method) if method is None else method
     size, cells = (grids.images.shape[-2], grids.images.shape[-1]), torch.tensor(heads)
     parts, variants, chunk = [], [], e.chunk_size  # per batch: per variant, inside and total (B, T)
     for start in range(0, len(grids), e.batch_size):
@@ -162,27 +166,42 @@ def _rows(unit: Unit, setting, grids: GridDataset, heads, kernel, ref, inside, t
     )
 
 
-def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str | None = None, progress: bool = True) -> RunStore:
+def run(
+    config: RunConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+    methods: Mapping[str, Any] | None = None,
+    models: Mapping[str, nn.Module] | None = None,
+) -> RunStore:
     """Run (or resume) the protocol of ``config`` into the directory ``out``; returns its store.
 
-    Under ``torchrun`` the units are sharded across the processes (see :mod:`attreval.distributed`).
-    A run that fails before its first unit finishes removes the directory it created, so bad input
-    leaves nothing behind; later failures keep the finished units for ``--resume``. On CUDA it runs under
-    :func:`faithful_numerics`, so reruns and resumes give bit-identical tables there too.
+    ``methods`` / ``models``: objects in memory for the config's ``memory:`` entries (made by
+    :func:`attreval.evaluate`), by name. Under ``torchrun`` the units are sharded across the processes (see
+    :mod:`attreval.distributed`). A run that fails before its first unit finishes removes the directory it
+    created, so bad input leaves nothing behind; later failures keep the finished units for ``--resume``. On
+    CUDA it runs under :func:`faithful_numerics`, so reruns and resumes give bit-identical tables there too.
     """
     group, dev = from_environment(resolve_device(device or config.device))
     out = Path(out)
     created, existed = not (out / "config.json").exists(), out.is_dir()
     lock = RunLock(out)  # rank 0 takes it in prepare_run_dir and holds it until the end (see attreval.lock)
+    given = dict(models or {})
     try:
         with faithful_numerics(dev):
-            models = {
-                m.key: load_model(m.name, m.weights, m.num_classes, config.evaluation.layers, m.architecture).to(dev) for m in config.models
+            loaded = {
+                m.key: _given(given[m.key], m.key, config, dev)
+                if m.key in given
+                else load_model(m.name, m.weights, m.num_classes, config.evaluation.layers, m.architecture).to(dev)
+                for m in config.models
             }
+            evaluated = resolve_methods(config, methods)  # a plugin or callable file that fails to load stops here
             group.on_main(lambda: prepare_run_dir(out, config, resume, lock))  # its errors end every rank with one line
             store = RunStore(out)
             try:
-                _execute(store, config, models, dev, resume, progress, group)
+                _execute(store, config, loaded, evaluated, dev, resume, progress, group)
             except BaseException:
                 if group.is_main and created and not any((out / "parts").glob("*.parquet")):
                     shutil.rmtree(out, ignore_errors=True)
@@ -195,22 +214,45 @@ def run(config: RunConfig, out: str | Path, *, resume: bool = False, device: str
     return store
 
 
+def _given(model: nn.Module, name: str, config: RunConfig, dev: torch.device) -> nn.Module:
+    """A model handed over in memory, split and checked like a loaded one; a copy on ``dev`` if it lives
+    elsewhere (the caller's model is never moved or changed)."""
+    from attreval.models.splitters import split_model
+    from attreval.models.splitters.common import model_device
+
+    if model.training:
+        raise ValueError(f"expected model '{name}' in eval mode (call model.eval() first), got one in training mode")
+    staged = split_model(model)
+    for layer in config.evaluation.layers:
+        staged.resolve(layer)
+    return model if model_device(model) == dev else copy.deepcopy(model).to(dev)
+
+
 def _execute(
-    store: RunStore, config: RunConfig, models: dict[str, nn.Module], dev: torch.device, resume: bool, progress: bool, group: Group
+    store: RunStore,
+    config: RunConfig,
+    models: dict[str, nn.Module],
+    methods: dict[str, Method],
+    dev: torch.device,
+    resume: bool,
+    progress: bool,
+    group: Group,
 ) -> None:
     started = time.time()
-    units, skipped = applicable_units(config, models, plan_units(config))  # before any work
+    units, skipped = applicable_units(config, models, plan_units(config), methods)  # before any work
     group.on_main(lambda: make_grids(store, config, models, dev))
     grids = make_grids(store, config, models, dev)  # loads what rank 0 built
     check_cells(config, models, grids)
     todo = group.shard([u for u in units if not store.is_done(u)])
     log.info("rank %d/%d: %d units, %d to compute here", group.rank, group.world, len(units), len(todo))
     for unit in tqdm(todo, desc=f"attreval run [{group.rank}]" if group.world > 1 else "attreval run", unit="unit", disable=not progress):
-        _execute_unit(store, unit, models[unit.model], grids[unit.model, SETTINGS.get(unit.setting).grids], config, dev, group)
+        grid_set = grids[unit.model, SETTINGS.get(unit.setting).grids]
+        _execute_unit(store, unit, models[unit.model], grid_set, config, methods[unit.method], dev, group)
     group.barrier()
     if group.is_main:
-        store.merge(units)
+        results = store.merge(units)
         store.merge_costs(units)
+        store.write_statistics(*run_statistics(results, seed=config.seed))
         meta = metadata(config.seed, dev)
         meta.update(
             seconds=time.time() - started, resumed=resume, units=len(units), processes=group.world, not_applicable=[u.key for u in skipped]
@@ -220,14 +262,14 @@ def _execute(
 
 
 def _execute_unit(
-    store: RunStore, unit: Unit, model: nn.Module, grids: GridDataset, config: RunConfig, dev: torch.device, group: Group
+    store: RunStore, unit: Unit, model: nn.Module, grids: GridDataset, config: RunConfig, method: Method, dev: torch.device, group: Group
 ) -> None:
     """Evaluate ``unit``, streaming its maps ``(G, T, h, w)`` to the store batch by batch (if ``store_maps``),
     then write its timing record and finish it: maps renamed into place first, part file last. A failure
     discards the half-written maps."""
     counter, t0 = PassCounter(), time.perf_counter()
     with store.map_writer(unit, len(grids)) if config.evaluation.store_maps else nullcontext() as writer:
-        rows = evaluate_unit(unit, model, grids, config, dev, counter, writer.write if writer is not None else None)
+        rows = evaluate_unit(unit, model, grids, config, dev, counter, writer.write if writer is not None else None, method)
         seconds = time.perf_counter() - t0 - (writer.seconds if writer is not None else 0.0)  # the method's cost, not the disk's
         cost = {"seconds": seconds, "grids": len(grids), "rank": group.rank, **counter.per_grid(len(grids))}
         store.write_json(f"timings/{unit.key}.json", cost)

@@ -10,6 +10,8 @@ Layout::
       maps/UNIT.npy          float16 maps (G, T, h, w) of that unit, memory-mappable (streamed batch by
                              batch into a temporary file by :class:`MapWriter`, renamed when complete)
       results.parquet        every part, merged in unit order
+      statistics.parquet     median and 95 % bootstrap interval of every unit (resampling grids)
+      comparisons.parquet    paired Wilcoxon tests between the methods of every (model, setting, layer, smoothing)
       manifest/REL.json      size and sha256 of every finished file REL (and, for grids, the config
                              fingerprint that made them): see :mod:`attreval.manifest`
 
@@ -36,6 +38,8 @@ import pandas as pd
 from attreval.files import atomic_write, named, temporary_path  # noqa: F401 - atomic_write: re-exported for plots/report
 from attreval.manifest import Manifest
 from attreval.mapfile import MapWriter, _save_npy
+
+STATISTICS, COMPARISONS = "statistics.parquet", "comparisons.parquet"
 
 COLUMNS = [
     "model",
@@ -198,6 +202,12 @@ class RunStore:
         table = pd.DataFrame(rows)
         self._write(self.root / "costs.parquet", lambda p: table.to_parquet(p, index=False))
         return table
+
+    def write_statistics(self, statistics: pd.DataFrame, comparisons: pd.DataFrame) -> None:
+        """``statistics.parquet`` (bootstrap intervals per unit) and ``comparisons.parquet`` (paired tests
+        between methods): :mod:`attreval.analysis.statistics`."""
+        self._write(self.root / STATISTICS, lambda p: statistics.to_parquet(p, index=False))
+        self._write(self.root / COMPARISONS, lambda p: comparisons.to_parquet(p, index=False))
 
     # -- reading ----------------------------------------------------------------------------------
     def results(self) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from attreval.settings import GRID_KINDS, SETTINGS
 
 def validate(config: RunConfig) -> None:
     """Cross-field checks: names, sizes, choices."""
-    from attreval.methods import METHODS
+    from attreval.methods import method_names
     from attreval.settings import SETTINGS
 
     g, e = config.grids, config.evaluation
@@ -34,7 +34,7 @@ def validate(config: RunConfig) -> None:
     for s in e.settings:
         if s not in SETTINGS:
             raise unknown_name_error("setting", s, SETTINGS.names())
-    known = METHODS.names() + list(config.variants)
+    known = method_names() + list(config.variants)
     for m in config.method_names() + list(e.smooth_methods):
         if m not in known:
             raise unknown_name_error("method", m, known + ["all"])

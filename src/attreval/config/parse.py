@@ -78,7 +78,7 @@ def parse_config(raw: dict[str, Any], base: str | os.PathLike | None = None) -> 
         grids=_section(GridConfig, "grids", raw.get("grids", {})),
         evaluation=_section(EvaluationConfig, "evaluation", raw.get("evaluation", {})),
         methods=_method_options(raw.get("methods", {})),
-        variants=_variants(raw.get("variants", {})),
+        variants=_variants(raw.get("variants", {}), None if base is None else Path(base)),
     )
     validate(config)
     validate_inputs(config)
@@ -86,13 +86,13 @@ def parse_config(raw: dict[str, Any], base: str | os.PathLike | None = None) -> 
 
 
 def _method_options(raw: Any) -> dict[str, dict[str, Any]]:
-    from attreval.methods import METHODS
+    from attreval.methods import is_method_name, method_names
 
     if not isinstance(raw, dict):
         raise ValueError(f"expected a table for [methods], got {type(raw).__name__}")
     for name, options in raw.items():
-        if name not in METHODS:
-            raise unknown_name_error("method in [methods]", name, METHODS.names())
+        if not is_method_name(name):
+            raise unknown_name_error("method in [methods]", name, method_names())
         if not isinstance(options, dict):
             raise ValueError(f"expected a table [methods.{name}], got {type(options).__name__}")
         _check_method(name, options, f"[methods.{name}]")
@@ -111,9 +111,11 @@ def _check_method(name: str, options: dict[str, Any], where: str) -> None:
         raise ValueError(f"{where}: {err}") from None
 
 
-def _variants(raw: Any) -> dict[str, VariantConfig]:
-    """``[variants.NAME]`` tables: ``method`` (required), optional ``layers`` / ``settings``, method options."""
-    from attreval.methods import METHODS
+def _variants(raw: Any, base: Path | None = None) -> dict[str, VariantConfig]:
+    """``[variants.NAME]`` tables: ``method`` (a registered name) or ``callable`` (your own), optional ``layers`` /
+    ``settings``, options. A ``callable`` file is resolved against ``base`` and imported now, so that a missing
+    file, an import error or an unknown option fails before any work."""
+    from attreval.methods import is_method_name, method_names
 
     if not isinstance(raw, dict):
         raise ValueError(f"expected a table for [variants], got {type(raw).__name__}")
@@ -122,22 +124,54 @@ def _variants(raw: Any) -> dict[str, VariantConfig]:
         where = f"[variants.{name}]"
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise ValueError(f"expected a snake_case variant name (it names result rows and files), got '{name}'")
-        if name in METHODS or name == "all":
+        if is_method_name(name) or name == "all":
             raise ValueError(
                 f"expected a variant name that is not a registered method, got '{name}' in {where}; rename it (e.g. '{name}_1')"
             )
         if not isinstance(table, dict):
             raise ValueError(f"expected a table {where}, got {type(table).__name__}")
-        if "method" not in table:
-            raise ValueError(f'expected a method = "…" key in {where}, got none; expected one of: {", ".join(METHODS.names())}')
-        method = _typed(where[1:-1], "method", table["method"], "str")
-        if method not in METHODS:
-            raise unknown_name_error(f"method in {where}", method, METHODS.names())
         options = {k: v for k, v in table.items() if k not in VARIANT_KEYS}
-        _check_method(method, options, where)
         restrict = {k: _typed(where[1:-1], k, table[k], "tuple[str, ...]") for k in ("layers", "settings") if k in table}
+        if "callable" in table:
+            variants[name] = _callable_variant(name, table, options, restrict, base)
+            continue
+        if "method" not in table:
+            raise ValueError(
+                f'expected a method = "…" or callable = "file.py:object" key in {where}, got none; methods: {", ".join(method_names())}'
+            )
+        method = _typed(where[1:-1], "method", table["method"], "str")
+        if not is_method_name(method):
+            raise unknown_name_error(f"method in {where}", method, method_names())
+        _check_method(method, options, where)
         variants[name] = VariantConfig(method, options, **restrict)
     return variants
+
+
+def _callable_variant(
+    name: str, table: dict[str, Any], options: dict[str, Any], restrict: dict[str, Any], base: Path | None
+) -> VariantConfig:
+    from attreval.methods.sources import MEMORY, as_method, load_spec
+
+    where = f"[variants.{name}]"
+    if "method" in table:
+        raise ValueError(f"expected either method or callable in {where}, got both")
+    spec = _typed(where[1:-1], "callable", table["callable"], "str")
+    if spec.startswith(MEMORY):
+        raise ValueError(
+            f'expected callable = "file.py:object" or "package.module:object" in {where}, got {spec!r} (memory: is set by attreval.evaluate)'
+        )
+    spec = _resolved_spec(spec, base) if base is not None else spec
+    try:
+        as_method(load_spec(spec), name=name, **options)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
+    return VariantConfig("", options, **restrict, callable=spec)
+
+
+def _resolved_spec(spec: str, base: Path) -> str:
+    """``"file.py:object"`` with the file made absolute against ``base`` (``~`` expanded); a module spec as it is."""
+    where, _, obj = spec.rpartition(":")
+    return f"{os.path.abspath(base / Path(where).expanduser())}:{obj}" if where.endswith(".py") else spec
 
 
 def resolve_paths(config: RunConfig, base: str | os.PathLike) -> RunConfig:
@@ -151,11 +185,11 @@ def resolve_paths(config: RunConfig, base: str | os.PathLike) -> RunConfig:
     data = dataclasses.replace(config.data, root=absolute(config.data.root), labels_file=absolute(config.data.labels_file))
 
     def factory(spec: str) -> str:  # "file.py:function" names a file; "package.module:function" does not
-        where, _, function = spec.rpartition(":")
-        return f"{absolute(where)}:{function}" if where.endswith(".py") else spec
+        return _resolved_spec(spec, base) if spec else spec
 
     models = tuple(dataclasses.replace(m, weights=absolute(m.weights), architecture=factory(m.architecture)) for m in config.models)
-    return dataclasses.replace(config, data=data, models=models)
+    variants = {name: dataclasses.replace(v, callable=factory(v.callable)) for name, v in config.variants.items()}
+    return dataclasses.replace(config, data=data, models=models, variants=variants)
 
 
 def load_config(path: str | Path | None = None) -> RunConfig:

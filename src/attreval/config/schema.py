@@ -4,10 +4,14 @@ means (the one source of ``docs/config.md``)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attreval.settings import SETTINGS
+
+if TYPE_CHECKING:
+    from attreval.methods.base import Method
 
 PAPER_KERNELS = (9, 17, 33, 65, 129, 257)
 ALL = tuple(SETTINGS.names())  # every registered setting, in registration order
@@ -158,25 +162,36 @@ class EvaluationConfig:
 
 @dataclass(frozen=True)
 class VariantConfig:
-    """A named, configured instance of a registered method (``[variants.NAME]``).
+    """A named, configured method (``[variants.NAME]``): a registered method, or your own from a file or module.
 
-    ``method`` is the registry name; ``options`` replace fields of its preset, on top of the config's
-    ``[methods.METHOD]`` overrides. ``layers`` / ``settings`` (empty = all of ``[evaluation]``) restrict
-    where it is evaluated: the paper's SmoothGrad sweep runs at the input layer only (PAPER.md §6.3).
+    ``method`` is a registry name (a built-in or an installed plugin); ``options`` replace fields of its preset,
+    on top of the config's ``[methods.METHOD]`` overrides. Or ``callable`` names your own method, an
+    ``attreval.Method`` (instance or class) or a function ``fn(forward, inputs, targets, **options) -> maps``;
+    ``options`` then set its fields or keyword arguments. ``layers`` / ``settings`` (empty = all of
+    ``[evaluation]``) restrict where it is evaluated: the paper's SmoothGrad sweep runs at the input layer only
+    (PAPER.md §6.3).
     """
 
-    method: str = documented(doc="The registered method this variant configures (e.g. `smoothgrad`).")
+    method: str = documented("", "The registered method this variant configures (e.g. `smoothgrad`); or give `callable`.")
     options: dict[str, Any] = documented(
-        doc="Every other key of the table: an option of that method (as in `[methods.METHOD]`, on top of which it applies).", factory=dict
+        doc="Every other key of the table: an option of that method (as in `[methods.METHOD]`, on top of which it applies), "
+        "or of the `callable`'s method class or function.",
+        factory=dict,
     )
     layers: tuple[str, ...] = documented((), "Evaluate only at these `[evaluation] layers` (empty = all).")
     settings: tuple[str, ...] = documented((), "Evaluate only in these `[evaluation] settings` (empty = all).")
+    callable: str = documented(
+        "",
+        'Your own method instead of `method`: `"file.py:object"` (relative to the config file\'s folder) or '
+        '`"package.module:object"`, an `attreval.Method` instance or subclass, or a function '
+        "`fn(forward, inputs, targets, **options) -> maps` (docs/methods.md). It runs your code.",
+    )
 
     def applies(self, setting: str, layer: str) -> bool:
         return (not self.settings or setting in self.settings) and (not self.layers or layer in self.layers)
 
 
-VARIANT_KEYS = ("method", "layers", "settings")
+VARIANT_KEYS = ("method", "callable", "layers", "settings")
 
 
 @dataclass(frozen=True)
@@ -200,17 +215,35 @@ class RunConfig:
     )
 
     def method_names(self) -> list[str]:
-        """Evaluated method names: ``"all"`` = every registered method, then every variant."""
+        """Evaluated method names: ``"all"`` = every built-in method, then every variant (installed plugins run
+        only where named, so installing a package never changes what a config computes)."""
         from attreval.methods import METHODS
 
         return METHODS.names() + list(self.variants) if self.evaluation.methods == ("all",) else list(self.evaluation.methods)
 
     def method_options(self, name: str) -> tuple[str, dict[str, Any]]:
-        """``(registry name, options)`` of an evaluated method name (a registry name or a variant)."""
+        """``(registry name, options)`` of an evaluated method name (a registry name or a variant; ``""`` for a
+        variant with a ``callable``)."""
         variant = self.variants.get(name)
         if variant is None:
             return name, dict(self.methods.get(name, {}))
+        if variant.callable:
+            return "", dict(variant.options)
         return variant.method, {**self.methods.get(variant.method, {}), **variant.options}
+
+    def method(self, name: str, in_memory: Mapping[str, Any] | None = None) -> Method:
+        """The method object evaluated as ``name``: a registered or plugin method with its options, or a variant's
+        ``callable`` (loaded from its file or module; ``in_memory`` holds the objects that
+        :func:`attreval.evaluate` was handed, whose ``callable`` is a ``memory:`` record)."""
+        from attreval.methods.sources import MEMORY, as_method, load_spec, resolve
+
+        variant = self.variants.get(name)
+        if variant is not None and variant.callable:
+            if variant.callable.startswith(MEMORY) and in_memory is not None and name in in_memory:
+                return as_method(in_memory[name], name=name, **variant.options)
+            return as_method(load_spec(variant.callable), name=name, **variant.options)
+        registry, options = self.method_options(name)
+        return resolve(registry, **options)
 
     def applies(self, name: str, setting: str, layer: str) -> bool:
         """Whether method ``name`` is evaluated in ``setting`` at ``layer`` (variants may be restricted)."""

@@ -12,6 +12,7 @@ method belongs to the method; taking the positive part belongs to the metric.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -19,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attreval.registry import Registry
+from attreval.registry import Registry, did_you_mean
 from attreval.tail import Tail, as_tail
 from attreval.validation import positive_int
 
@@ -100,6 +101,8 @@ class Method:
             (times ``copies_field``).
         copies_field: name of the field that counts the inputs each example becomes in one call (SmoothGrad's
             ``num_samples``), ``""`` for one.
+        difull_exact: whether every map is exactly zero outside the region its head can depend on
+            (``tail.regions``: the head's cell in DiFull), as the gradient of a head is.
     """
 
     display: ClassVar[str] = "?"
@@ -111,9 +114,31 @@ class Method:
     reference_grids: ClassVar[int | None] = None
     reference_rows: ClassVar[int | None] = None
     copies_field: ClassVar[str] = ""
+    difull_exact: ClassVar[bool] = False
+
+    @property
+    def claims_difull_exact(self) -> bool:
+        """Whether the method claims exact zeros outside what each head can see (``tail.regions``, DiFull):
+        checked by ``attreval check-method`` and the contract tests."""
+        return type(self).difull_exact
 
     def __call__(self, task: Task) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def configured(self, **options: Any) -> Method:
+        """This method with ``options`` replacing fields of its preset; an unknown option is a one-line error
+        naming the valid ones."""
+        if not options:
+            return self
+        spec: Any = self  # fields/replace: the type system cannot see that a Method is a dataclass
+        fields = {f.name for f in dataclasses.fields(spec) if f.init}
+        unknown = sorted(set(options) - fields)
+        if unknown:
+            hint = did_you_mean(unknown[0], sorted(fields))
+            raise ValueError(
+                f"unknown option '{unknown[0]}' for {type(self).__name__}{hint}; expected one of: {', '.join(sorted(fields)) or 'none'}"
+            )
+        return dataclasses.replace(spec, **options)
 
 
 METHODS: Registry[Method] = Registry("method")

@@ -124,6 +124,7 @@ class LayerCAM(Method):
     """Layer-CAM (Jiang et al. 2021): ``ReLU(Σ_k ReLU(g_k) ⊙ A_k)``, no pooling (PAPER.md §4.2)."""
 
     display = "Layer-CAM"
+    difull_exact = True
     family = "activation"
 
     def __call__(self, task: Task) -> Tensor:

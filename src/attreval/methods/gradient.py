@@ -33,6 +33,7 @@ class Grad(Method):
     """Gradient (Simonyan et al. 2014): ``|∂y_c/∂A|`` summed over channels (absolute value, PAPER.md §4.1)."""
 
     display = "Grad"
+    difull_exact = True
     family = "backprop"
     absolute: bool = True
 
@@ -95,6 +96,7 @@ class GuidedBackprop(Method):
     """
 
     display = "Guided Backprop"
+    difull_exact = True
     family = "backprop"
     absolute: bool = True
 
@@ -117,6 +119,7 @@ class InputXGradient(Method):
     """
 
     display = "IxG"
+    difull_exact = True
     family = "backprop"
 
     def __call__(self, task: Task) -> Tensor:
@@ -198,6 +201,7 @@ class IntegratedGradients(Method):
     """
 
     display = "IntGrad"
+    difull_exact = True
     family = "backprop"
     test_preset: ClassVar[dict[str, Any]] = {"n_steps": 6}
     n_steps: int = 20

@@ -83,6 +83,7 @@ class LRP(Method):
     display: ClassVar[str] = "LRP-ε"
     family: ClassVar[str] = "backprop"
     requires: ClassVar[tuple[str, ...]] = ("zennit",)
+    difull_exact: ClassVar[bool] = True
     epsilon: float = 1e-6
     stabilizer: float = 1e-6
     canonizer: str = "torchvision"

@@ -38,6 +38,7 @@ class SmoothGrad(Method):
     """
 
     display = "SmoothGrad"
+    difull_exact = True
     family = "backprop"
     stochastic = True
     test_preset: ClassVar[dict[str, Any]] = {"num_samples": 3, "base": "input_x_grad"}

@@ -21,20 +21,21 @@ from torch import nn
 from attreval.models.staged import StagedModel, StagedModule
 
 
-def resolve_factory(spec: str, base: Path | None = None) -> Callable[..., object]:
-    """The function named by ``"module:function"`` or ``"file.py:function"`` (a file relative to ``base``)."""
+def resolve_factory(spec: str, base: Path | None = None, what: str = "architecture") -> Callable[..., object]:
+    """The function (or callable object) named by ``"module:function"`` or ``"file.py:function"`` (a file relative
+    to ``base``); ``what`` names the config key in errors (``architecture``, ``callable``)."""
     if not isinstance(spec, str) or spec.count(":") < 1 or not spec.rsplit(":", 1)[1]:
-        raise ValueError(f'expected architecture = "package.module:function" or "path/file.py:function", got {spec!r}')
+        raise ValueError(f'expected {what} = "package.module:function" or "path/file.py:function", got {spec!r}')
     where, function = spec.rsplit(":", 1)
     if where.endswith(".py"):
         path = Path(where).expanduser()
         path = path if path.is_absolute() or base is None else base / path
         path = path.resolve()
         if not path.is_file():
-            raise ValueError(f"expected the architecture file {path}, found no file there")
+            raise ValueError(f"expected the {what} file {path}, found no file there")
         module_spec = importlib.util.spec_from_file_location(f"attreval_user_{path.stem}", path)
         if module_spec is None or module_spec.loader is None:
-            raise ValueError(f"expected a Python file for the architecture, got {path}")
+            raise ValueError(f"expected a Python file for the {what}, got {path}")
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_spec.name] = module
         try:
@@ -46,7 +47,7 @@ def resolve_factory(spec: str, base: Path | None = None) -> Callable[..., object
             module = importlib.import_module(where)
         except Exception as err:
             raise ValueError(
-                f"expected an importable module '{where}' for architecture {spec!r}, got {type(err).__name__}: {_line(err)}"
+                f"expected an importable module '{where}' for {what} {spec!r}, got {type(err).__name__}: {_line(err)}"
             ) from None
     fn = getattr(module, function, None)
     if not callable(fn):

@@ -15,6 +15,7 @@ from attreval.analysis import correlation, smoothgrad_sweep, smoothing_curves
 from attreval.analysis.conventions import reference_evaluation
 from attreval.report.aggatt import aggatt_section
 from attreval.report.page import Page
+from attreval.report.statistics import statistics_section
 from attreval.settings import SETTINGS
 from attreval.summary import median_stats
 
@@ -88,8 +89,7 @@ def model(page: Page, results: pd.DataFrame, model: str, cell: int) -> None:
     rows = results[results["model"] == model]
     n = grid_n(page, results)
     page.heading(2, f"Model {model}", f"model-{model}")
-    page.heading(3, "Median localization score (unsmoothed; rows: method, columns: setting / layer; n maps)")
-    page.table(median_table(rows[rows["kernel_size"] == 0]))
+    statistics_section(page, model)
     _native(page, rows, model)
     page.heading(3, "Localization scores")
     page.figure(f"{model}__boxplots", lambda: plots.localization_boxplots(results, model, n=n), f"{model} box plots")

@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 HOW_TO_READ = {
+    "intervals": "Each cell: the median score of the unit's maps, its 95 % bootstrap interval, and the number of "
+    "maps. The interval resamples grids, not maps (the maps of one grid are dependent), 2,000 times, seeded "
+    "per unit (statistics.parquet). Two methods whose intervals overlap may still differ: they scored the "
+    "same maps, so the paired tests below are the sharper question.",
+    "tiers": "Per setting and layer, tier 1 holds the method with the highest median and every method that a "
+    "paired Wilcoxon signed-rank test on the same maps cannot tell apart from it (Holm-corrected over all "
+    "pairs of that setting and layer, α = 0.05); tier 2 the same among the rest, and so on. Methods that "
+    "agree on every map are never different. Every pair's test is in comparisons.parquet and "
+    "`attreval compare RUN --method NAME`.",
+    "sample_size": "The half-width of a median's 95 % interval, over the units of each setting (median and "
+    "largest), and how many grids would bring it under 0.02 if the spread stays as measured (the "
+    "half-width shrinks as 1/√grids). Plan the grids of a run from the second column.",
     "boxplots": "One box per method and layer (colour) over all evaluated maps: the box spans the middle half "
     "of the scores, the line is the median, whiskers reach 1.5 IQR (outliers not drawn). 1 means all "
     "positive attribution lies in the target cell; the lower dashed line is a uniform map (1/n²). "
