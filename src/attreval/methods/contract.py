@@ -71,8 +71,9 @@ def close(a: Tensor, b: Tensor) -> str:
     return "" if torch.allclose(a, b, rtol=RTOL, atol=ATOL * scale) else f"max |difference| {gap:.3g} (max |value| {scale:.3g})"
 
 
-def check_case(method: Method, model_name: str, setting: str, layer: str) -> list[Check]:
-    """Every property of :mod:`this module <attreval.methods.contract>` for one model, setting and layer."""
+def check_case(method: Method, model_name: str, setting: str, layer: str, only: Sequence[str] = ()) -> list[Check]:
+    """Every property of :mod:`this module <attreval.methods.contract>` for one model, setting and layer
+    (``only``: just these checks, after ``maps``)."""
     from attreval.api import attribute
     from attreval.settings import make_setting
 
@@ -100,6 +101,8 @@ def check_case(method: Method, model_name: str, setting: str, layer: str) -> lis
     checks = [Check("maps", *where, *_maps_ok(maps, spec.activations(images, layer).shape[-2:], targets.shape[1]))]
     if not checks[0].passed:
         return checks
+    if only:
+        return checks + ([_exact(maps, spec, layer, heads, where)] if "difull_exact" in only and method.claims_difull_exact else [])
     batch = [close(call(images[b : b + 1], targets[b : b + 1]), maps[b : b + 1]) for b in range(len(images))]
     checks.append(Check("batch", *where, not any(batch), next((d for d in batch if d), "")))
     one = [close(call(images, targets[:, t : t + 1], [heads[t]]), maps[:, t : t + 1]) for t in range(targets.shape[1])]
