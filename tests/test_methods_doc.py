@@ -26,7 +26,8 @@ def test_method_tables_are_generated_from_the_registry(document):
 def gradient_shap():
     """The Gradient SHAP class of docs/methods.md, executed as written (its register call captured, so the
     registry of the other tests is untouched)."""
-    code = re.search(r"```python\n(.*?)```", (ROOT / "docs/methods.md").read_text(), re.S).group(1)
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs/methods.md").read_text(), re.S)
+    code = next(block for block in blocks if "class GradientSHAP" in block)
     registered = {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(base, "register", lambda name, preset: registered.setdefault(name, preset))

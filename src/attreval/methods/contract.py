@@ -195,7 +195,7 @@ def run_from_args(args) -> int:
     import tomllib
 
     from attreval.methods.base import METHODS
-    from attreval.methods.sources import as_method, load_spec, resolve
+    from attreval.methods.sources import resolve
 
     options = {}
     for item in args.option:
@@ -203,11 +203,8 @@ def run_from_args(args) -> int:
         if not sep or not key:
             raise ValueError(f"expected --option KEY=VALUE, got {item!r}")
         options[key.strip()] = tomllib.loads(f"v = {value}")["v"] if value.strip() else ""
-    if ":" in args.method:
-        method = as_method(load_spec(args.method), name=args.method.rsplit(":", 1)[1], **options)
-    else:
-        preset = {} if args.full or args.method not in METHODS else dict(type(METHODS.get(args.method)).test_preset)
-        method = resolve(args.method, **{**preset, **options})
+    preset = {} if args.full or args.method not in METHODS else dict(type(METHODS.get(args.method)).test_preset)
+    method = resolve(args.method, **{**preset, **options})
     checks = check_method(
         method, models=args.model or ("fashion_vgg", "fashion_resnet"), settings=args.setting, layers=args.layer or LAYERS
     )

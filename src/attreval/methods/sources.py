@@ -144,7 +144,10 @@ def memory_spec(obj: Any) -> str:
 
 def resolve(method: str | Method | Callable[..., Any], **options: Any) -> Method:
     """A method object from a name (built-in or plugin), a method object or class, or a plain callable;
-    ``options`` replace fields of its preset (or become a function's keyword arguments)."""
+    ``options`` replace fields of its preset (or become a function's keyword arguments). A string with a colon is
+    a spec (``"file.py:object"``, ``"package.module:object"``): names never hold one."""
+    if isinstance(method, str) and ":" in method:
+        return as_method(load_spec(method), name=method.rsplit(":", 1)[1], **options)
     if isinstance(method, str):
         return find_method(method).configured(**options)
     return as_method(method, name=getattr(method, "__name__", "custom"), **options)
