@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
+import attreval
 from attreval.analysis import aggatt as agg
 from attreval.analysis import aggatt_run
 from attreval.data.grids import GridDataset
@@ -190,6 +191,18 @@ def test_median_table_matches_results(full_run):
         (results["method"] == "grad_cam") & (results["setting"] == "difull") & (results["layer"] == "final") & (results["kernel_size"] == 0)
     ]
     assert f"{rows['score'].median():.3f}" in page
+
+
+def test_median_tables_show_intervals_tiers_and_grids_needed(full_run):
+    store, out = full_run
+    page = out.read_text()
+    stats = attreval.load_run(store.root).statistics
+    row = stats[
+        (stats["method"] == "grad_cam") & (stats["setting"] == "difull") & (stats["layer"] == "final") & (stats["kernel_ref"] == 0)
+    ].iloc[0]
+    assert f"{row['median']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] n={int(row['n'])}" in page
+    assert row["ci_low"] <= row["median"] <= row["ci_high"]
+    assert "Which differences are real: tiers" in page and "How many grids" in page
 
 
 def test_partial_run_skips_with_notes(tmp_path):
