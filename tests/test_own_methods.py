@@ -206,21 +206,10 @@ def install_plugin(site: Path, entry_points: dict[str, str], module: str) -> Non
     (info / "entry_points.txt").write_text(f"[attreval.methods]\n{lines}\n")
 
 
-PLUGIN = """
-import torch
-
-def saliency(forward, inputs, targets):
-    x = inputs.detach().requires_grad_(True)
-    with torch.enable_grad():
-        (g,) = torch.autograd.grad(forward(x).gather(1, targets[:, None]).sum(), x)
-    return g.abs().sum(1)
-"""
-
-
 @pytest.fixture
 def plugin_site(tmp_path, monkeypatch):
     site = tmp_path / "site"
-    install_plugin(site, {"my_saliency": "my_attr_plugin:saliency", "my_broken": "my_attr_plugin_missing:fn"}, PLUGIN)
+    install_plugin(site, {"my_saliency": "my_attr_plugin:abs_grad", "my_broken": "my_attr_plugin_missing:fn"}, METHODS_FILE)
     monkeypatch.syspath_prepend(str(site))
     _load_plugin.cache_clear()
     yield site
@@ -232,7 +221,7 @@ def test_an_installed_plugin_is_listed_and_runs_by_name(plugin_site, capsys):
     assert set(plugin_entry_points()) >= {"my_saliency", "my_broken"}
     assert main(["list", "methods"]) == 0
     out = capsys.readouterr().out
-    assert "my_saliency" in out and "plugin my_attr_plugin:saliency" in out
+    assert "my_saliency" in out and "plugin my_attr_plugin:abs_grad" in out
     broken = next(line for line in out.splitlines() if line.startswith("my_broken"))
     assert "plugin method 'my_broken' (my_attr_plugin_missing:fn from my-attr-plugin 1.0) failed to load: ModuleNotFoundError" in broken
     model = attreval.split_model(__import__("attreval.models.zoo", fromlist=["x"]).load_default_model("fashion_resnet"))
@@ -258,7 +247,7 @@ def test_a_broken_plugin_fails_in_one_line_only_where_it_is_used(plugin_site, tm
 
 def test_the_cli_lists_plugins_from_a_fresh_process(tmp_path):
     site = tmp_path / "site"
-    install_plugin(site, {"my_saliency": "my_attr_plugin:saliency"}, PLUGIN)
+    install_plugin(site, {"my_saliency": "my_attr_plugin:abs_grad"}, METHODS_FILE)
     env = {"PYTHONPATH": f"{site}:{Path(attreval.__file__).parents[1]}", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "attreval", "list", "methods"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and "my_saliency" in out.stdout
