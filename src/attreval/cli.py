@@ -34,6 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     first = config.models[0].key
     print(f"\nMedian localization score, {first} (rows: method, columns: setting/layer):")
     print(median_table(table, first).to_string(float_format=lambda v: f"{v:.3f}"))
+    print(f"\n95 % intervals: {out / 'statistics.parquet'}; which differences are real: attreval compare {out} [--method NAME]")
     if not args.no_report:
         from attreval.report import write_report
 
