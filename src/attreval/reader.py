@@ -14,6 +14,8 @@ Everything is read lazily, on first use, and cached: the tables as pandas DataFr
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +27,7 @@ import torch
 
 from attreval.config import RunConfig, config_from_json
 from attreval.data.grids import GridDataset
+from attreval.manifest import remedy
 from attreval.store import RunStore, Unit
 
 __all__ = ["Run", "load_run", "grid_kind", "unit_rows", "map_columns"]
@@ -64,10 +67,12 @@ def map_columns(rows: pd.DataFrame) -> list[int]:
 class Run:
     """A run directory, read lazily. Build it with :func:`load_run`."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, *, verify: bool = False):
         self.root = Path(root)
         self.store = RunStore(self.root)
+        self.verify = verify  # hash each recorded file when it is first read (load_run's default)
         self._grids: dict[tuple[str, str], GridDataset] = {}
+        self._hashed: set[Path] = set()
 
     def __repr__(self) -> str:
         return f"Run({str(self.root)!r})"
@@ -76,13 +81,14 @@ class Run:
     @cached_property
     def results(self) -> pd.DataFrame:
         """``results.parquet``: one row per map and smoothing level (columns: :data:`attreval.store.COLUMNS`)."""
-        return self.store.results()
+        path = self.root / "results.parquet"
+        return pd.read_parquet(io.BytesIO(self._verified_bytes(path))) if self.verify and path.exists() else self.store.results()
 
     @cached_property
     def costs(self) -> pd.DataFrame:
         """``costs.parquet``: one row per unit (seconds and passes per grid); empty when the run has none."""
         path = self.root / "costs.parquet"
-        return pd.read_parquet(path) if path.exists() else pd.DataFrame()
+        return pd.read_parquet(io.BytesIO(self._verified_bytes(path))) if path.exists() else pd.DataFrame()
 
     # -- config and metadata ------------------------------------------------------------------------
     @cached_property
@@ -109,7 +115,42 @@ class Run:
 
         return verify_run(self.root, missing_ok=True)
 
+    # -- verification (load_run's default; Run(root) and load_run(root, verify=False) read as found) --------
+    def check(self) -> None:
+        """Raise one ``ValueError`` naming the first file that does not match the run's manifest: no symbolic
+        link inside, every present recorded file of its recorded size, bound to its path and this run, and
+        (in a run that has a manifest) no file of the layout without a record. Hashes are checked as files are
+        read (:meth:`_verified_bytes`, :meth:`_verified_file`)."""
+        from attreval.manifest import MANIFEST, verify_run
+
+        problems = verify_run(self.root, missing_ok=True, digest=False, strict=(self.root / MANIFEST).is_dir())
+        if problems:
+            more = f" (and {len(problems) - 1} more: see attreval verify {self.root})" if len(problems) > 1 else ""
+            raise ValueError(f"expected the files of {self.root} to match its manifest, got {problems[0]}{more}")
+
+    def _verified_file(self, path: Path) -> Path:
+        """``path``, hashed once against its manifest record when the run is verified (a damaged file is named)."""
+        if self.verify and path not in self._hashed and path.exists():
+            problem = self.store.manifest.problem(path)
+            if problem is not None:
+                raise ValueError(f"expected the files of {self.root} to match its manifest, got {problem}")
+            self._hashed.add(path)
+        return path
+
+    def _verified_bytes(self, path: Path) -> bytes:
+        """The bytes of ``path``, checked against its record's sha256 when the run is verified (read once)."""
+        data = path.read_bytes()
+        record = self.store.manifest.record(path) if self.verify else None
+        if record is not None and hashlib.sha256(data).hexdigest() != record["sha256"]:
+            rel = self.store.manifest.rel(path)
+            raise ValueError(
+                f"expected the files of {self.root} to match its manifest, got {rel}: contents differ from the sha256 "
+                f"in its manifest record (damaged or replaced); {remedy(rel)}"
+            )
+        return data
+
     def _json(self, name: str) -> dict[str, Any] | None:
+        self._verified_file(self.root / name)
         try:
             data = self.store.read_json(name)
         except (OSError, ValueError):
@@ -124,7 +165,7 @@ class Run:
             path = self.store.grid_path(*key)
             if not path.exists():
                 raise ValueError(f"expected a grid file at {path}, found none")
-            self._grids[key] = GridDataset.load(path, mmap=True)
+            self._grids[key] = GridDataset.load(self._verified_file(path), mmap=True)
         return self._grids[key]
 
     def class_names(self, model: str | None = None) -> tuple[str, ...]:
@@ -140,6 +181,7 @@ class Run:
 
     def maps(self, model: str, setting: str, layer: str, method: str) -> np.ndarray:
         """The stored maps of a unit, memory-mapped read-only: ``(G, T, h, w)`` float16 (float32 if out of its range)."""
+        self._verified_file(self.store.map_path(Unit(model, setting, layer, method)))
         return self.store.maps(model, setting, layer, method)
 
     def units(self) -> list[Unit]:
@@ -171,11 +213,19 @@ class Run:
         return out
 
 
-def load_run(root: str | os.PathLike) -> Run:
-    """The run in directory ``root`` (see :class:`Run`); a missing directory is a one-line error."""
+def load_run(root: str | os.PathLike, *, verify: bool = True) -> Run:
+    """The run in directory ``root`` (see :class:`Run`); a missing directory is a one-line error.
+
+    ``verify`` (default): the run is checked against its manifest now (:meth:`Run.check`: links, sizes,
+    bindings, unrecorded files; one ``ValueError`` naming the damaged file) and every recorded file is hashed
+    when it is first read. ``verify=False``: read what is there, damaged or not (forensics; ``Run.problems()``
+    lists what is wrong)."""
     root = Path(root)
     if not root.is_dir():
         raise ValueError(f"expected a run directory, found nothing at {root.absolute()}")
     if not any((root / name).exists() for name in ("config.json", "results.parquet", "parts")):
         raise ValueError(f"expected a run directory (config.json, results.parquet), got a folder without them: {root.absolute()}")
-    return Run(root)
+    run = Run(root, verify=verify)
+    if verify:
+        run.check()
+    return run
