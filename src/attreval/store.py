@@ -7,7 +7,7 @@ Layout::
       meta.json              versions, seed, device, git revision, timings
       grids/MODEL__KIND.pt   the grid datasets used (KIND = gridpg | disconnected)
       parts/UNIT.parquet     rows of one finished unit (model, setting, layer, method)
-      maps/UNIT.npy          float16 maps (G, T, h, w) of that unit, memory-mappable (streamed batch by
+      maps/UNIT.npy          maps (G, T, h, w) of that unit (float16 where that reproduces every score, else float32), memory-mappable (streamed batch by
                              batch into a temporary file by :class:`MapWriter`, renamed when complete)
       results.parquet        every part, merged in unit order
       manifest/REL.json      size and sha256 of every finished file REL (and, for grids, the config
@@ -214,7 +214,7 @@ class RunStore:
         return pd.read_parquet(path)
 
     def maps(self, model: str, setting: str, layer: str, method: str) -> np.ndarray:
-        """The stored maps of a unit, memory-mapped: ``(G, T, h, w)`` float16 (float32 if out of its range)."""
+        """The stored maps of a unit, memory-mapped: ``(G, T, h, w)`` float16, or float32 where float16 would not give back the unit's scores."""
         path = self.map_path(Unit(model, setting, layer, method))
         if not path.exists():
             raise ValueError(f"expected stored maps at {path}, found none")
