@@ -85,6 +85,14 @@ def fits_in_memory(what: str, nbytes: int, advice: str, device: Any = None) -> N
             raise ValueError(f"expected {what} to fit in memory, got {_size(nbytes)} (more than {place} {_size(limit)} in all); {advice}")
 
 
+def fits_arrays(what: str, count: int, shape: Any, advice: str, device: Any = None) -> None:
+    """:func:`fits_in_memory` for ``count`` float32 arrays of ``shape`` (e.g. RISE's masks of one map size)."""
+    size = 1
+    for side in shape:
+        size *= int(side)
+    fits_in_memory(f"{count} {what} of {'×'.join(str(int(v)) for v in shape)}", 4 * count * size, advice, device)
+
+
 def _size(nbytes: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if nbytes < 1024:

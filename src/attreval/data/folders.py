@@ -209,8 +209,7 @@ class _ImageFolder(datasets.ImageFolder):
 
 
 def _walk(top: str, ancestors: tuple[tuple[int, int], ...] = ()) -> list[tuple[str, list[str]]]:
-    """``(folder, file names)`` of ``top`` and every folder below it, following symbolic links; a link back to
-    a folder above it (a loop) is a one-line ``ValueError`` naming the link."""
+    """``(folder, file names)`` of ``top`` and below, following links; a link to a folder above (a loop) is a ``ValueError``."""
     info = os.stat(top)
     here = (info.st_dev, info.st_ino)
     if here in ancestors:
