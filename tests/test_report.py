@@ -110,7 +110,8 @@ def make_synthetic_run(
             gen = torch.Generator().manual_seed(len(kind))
             labels = torch.stack([torch.randperm(10, generator=gen)[: N * N] for _ in range(count)])
             images = torch.randn(count, CHANNELS, N * CELL, N * CELL, generator=gen)
-            GridDataset(images, labels, labels.clone(), spec, kind != "gridpg", 0, CLASS_NAMES).save(store.grid_path(model, kind))
+            grid_set = GridDataset(images, labels, labels.clone(), spec, kind != "gridpg", 0, CLASS_NAMES)
+            store.save_grids(store.grid_path(model, kind), grid_set, {})  # recorded: a run's readers refuse unrecorded files
     units = []
     for model in models:
         for setting in settings:
@@ -240,7 +241,8 @@ def test_no_global_matplotlib_state():
 
 def test_cost_hook_renders_costs_parquet(tmp_path):
     store = make_synthetic_run(tmp_path, settings=("gridpg",), methods=("grad",), layers=("input",))
-    pd.DataFrame({"method": ["grad"], "seconds": [0.25]}).to_parquet(tmp_path / "costs.parquet")
+    costs = pd.DataFrame({"method": ["grad"], "seconds": [0.25]})
+    store._write(tmp_path / "costs.parquet", lambda p: costs.to_parquet(p))  # recorded, as a run writes it
     page = write_report(store.root).read_text()
     assert "Computational cost" in page and "0.25" in page
 

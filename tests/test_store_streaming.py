@@ -79,7 +79,9 @@ class Spy:
         mp.setattr(attreval.run, "localization_parts", lambda maps, *a: self.scored.append(len(maps)) or parts(maps, *a))
         mp.setattr(attreval.run, "smooth_maps", lambda maps, *a: self.smoothed.append(len(maps)) or smooth(maps, *a))
         mp.setattr(
-            MapWriter, "write", lambda w, start, batch: self.writes.append((w.path.stem, start, len(batch))) or write(w, start, batch)
+            MapWriter,
+            "write",
+            lambda w, start, batch, *rest: self.writes.append((w.path.stem, start, len(batch))) or write(w, start, batch, *rest),
         )
         mp.setattr(store_module, "_write_rows", lambda path, start, r: self.rows.append(len(r)) or rows(path, start, r))
 
@@ -110,7 +112,8 @@ def test_batch_size_changes_neither_table_nor_maps(runs):
     assert units == sorted(p.name for p in (runs[64].root / "maps").glob("*.npy")) and len(units) == 12
     for name in units:
         a, b = np.load(runs[2].root / "maps" / name), np.load(runs[64].root / "maps" / name)
-        assert a.dtype == b.dtype == np.float16 and a.shape == b.shape and a.shape[0] == GRIDS
+        # float16 where it gives back the unit's scores, else float32 (attreval.mapfile): batches may choose differently
+        assert {a.dtype, b.dtype} <= {np.dtype(np.float16), np.dtype(np.float32)} and a.shape == b.shape and a.shape[0] == GRIDS
         # equal up to one float16 rounding step: the method's batched arithmetic differs in float32's last bits
         np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=2**-10, atol=1e-7, err_msg=name)
     assert not list(runs[2].root.rglob("*.tmp")) and not list(runs[64].root.rglob("*.tmp"))
@@ -121,7 +124,8 @@ def test_no_array_holds_more_than_one_batch_of_maps(runs):
     units = 12
     assert spy.method == [2, 1] * units  # the method runs once per batch
     assert max(spy.scored) <= 2 and max(spy.smoothed) <= 2 and max(spy.rows) <= 2
-    assert len(spy.scored) == 2 * (units + 2 * 4)  # per batch: every unit once, S-IxG's two kernels more
+    # per batch: every unit once, S-IxG's two kernels more; again from the float16 copy while a unit's file is float16
+    assert 2 * (units + 2 * 4) <= len(spy.scored) <= 2 * 2 * (units + 2 * 4)
     by_unit = {}
     for stem, start, size in spy.writes:
         by_unit.setdefault(stem, []).append((start, size))
@@ -198,7 +202,8 @@ def test_run_switches_a_unit_to_float32_when_a_later_batch_overflows(tmp_path, m
     store = run(config, tmp_path / "out", progress=False)
     stored = store.maps("fashion_resnet", "gridpg", "input", "grad")
     assert stored.dtype == np.float32 and len(seen) == 2 and np.abs(seen[1]).max() >= F16_MAX
-    assert np.array_equal(stored[:2], seen[0].astype(np.float16).astype(np.float32))
+    # the first batch as it was written: float16 if that kept its scores (then widened exactly), else float32
+    assert np.array_equal(stored[:2], seen[0].astype(np.float16).astype(np.float32)) or np.array_equal(stored[:2], seen[0])
     assert np.array_equal(stored[2:], seen[1])
     assert store.results()["score"].between(0, 1).all() and not list(store.root.rglob("*.tmp"))
 

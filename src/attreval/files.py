@@ -16,16 +16,24 @@ def temporary_path(path: Path, tag: str = "") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{tag}.tmp")
 
 
-def atomic_write(path: Path, write: Any, manifest: Manifest | None = None, fingerprint: dict | None = None) -> None:
+def atomic_write(
+    path: Path, write: Any, manifest: Manifest | None = None, fingerprint: dict | None = None, extra: dict | None = None
+) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path`` (same directory, so the rename is atomic); with a
     ``manifest``, the file is hashed and recorded too (:meth:`Manifest.commit`). An ``OSError`` (a full disk,
-    a read-only file system) is raised with the file's path, for the one-line message of the CLI."""
+    a read-only file system) is raised with the file's path, for the one-line message of the CLI. A symbolic link
+    at ``path``'s folder or at the temporary name is refused (a rename replaces a link at ``path`` itself)."""
     tmp = temporary_path(path)
+    for where in (path.parent, tmp):
+        if where.is_symlink():
+            raise ValueError(
+                f"expected no symbolic link at {where}, got one (-> {os.readlink(where)}); attreval never writes through a link"
+            )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         if manifest is not None:
-            manifest.commit(tmp, path, fingerprint)
+            manifest.commit(tmp, path, fingerprint, extra)
         else:
             os.replace(tmp, path)
     except OSError as err:

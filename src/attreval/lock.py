@@ -32,7 +32,9 @@ class RunLock:
             import fcntl
         except ImportError:  # Windows: no flock; runs are not locked there
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        from attreval.nofollow import open_nofollow
+
+        fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)  # a link named .attreval.lock is refused, never followed
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -2,7 +2,13 @@
 
 Layout: ``RUN/manifest/REL.json`` describes ``RUN/REL`` (e.g. ``manifest/parts/UNIT.parquet.json``)::
 
-    {"file": "parts/UNIT.parquet", "bytes": 5120, "sha256": "…", "fingerprint": {…} (grid files only)}
+    {"file": "parts/UNIT.parquet", "bytes": 5120, "sha256": "…", "run": "…", "fingerprint": {…} (grid files only),
+     "with": {"maps/UNIT.npy": "…", "timings/UNIT.json": "…"} (part files only)}
+
+Records bind content to identity: ``file`` names the path the record belongs to (a file swapped or renamed
+together with its record fails), ``run`` is the run's fingerprint (:mod:`attreval.identity`, ``RUN/identity.json``:
+a file and record copied from another run fail), and a part's ``with`` names the sha256 of the unit's maps and
+timing (a maps file deleted together with its record leaves its unit unfinished, and is named).
 
 One record per file, not one shared manifest file, so that the ranks of a torchrun run (each writing its
 own units) never write the same file. :meth:`Manifest.commit` keeps this invariant through a kill at any
@@ -31,6 +37,7 @@ MANIFEST = "manifest"
 #: What ``attreval run`` writes and records, relative to the run directory (verify lists unrecorded ones).
 TRACKED = (
     "config.json",
+    "identity.json",
     "meta.json",
     "results.parquet",
     "costs.parquet",
@@ -60,7 +67,7 @@ def grid_fingerprint(config: dict[str, Any], model_key: str, kind: str) -> dict[
     The device is left out, as in the ``--resume`` config comparison."""
     grids, models = config["grids"], config["models"]
     if grids["selection"] != "intersection":
-        models = [m for m in models if (m.get("label") or m["name"]) == model_key]
+        models = [m for m in models if (m.get("label") or m["name"].replace(":", "-")) == model_key]  # ModelConfig.key
     return {
         "kind": kind,
         "seed": config["seed"],
@@ -77,8 +84,23 @@ def _jsonable(value: Any) -> Any:
 class Manifest:
     """The records of the run directory ``root``."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, root: str | os.PathLike, run: str | None = None):
         self.root = Path(root)
+        self._run = run  # the run's fingerprint, written into every record; None: read from identity.json
+
+    @property
+    def run(self) -> str | None:
+        """The run's fingerprint (``identity.json``), or None for a run made before identities existed."""
+        if self._run is None:
+            try:
+                self._run = str(json.loads((self.root / "identity.json").read_text())["fingerprint"])
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+        return self._run
+
+    @run.setter
+    def run(self, value: str | None) -> None:
+        self._run = value
 
     def rel(self, path: Path) -> str:
         return Path(path).relative_to(self.root).as_posix()
@@ -107,12 +129,17 @@ class Manifest:
     def has(self, path: Path) -> bool:
         return self.record_path(path).exists()
 
-    def commit(self, tmp: Path, path: Path, fingerprint: dict[str, Any] | None = None) -> None:
-        """Rename the finished file ``tmp`` onto ``path`` and record it (see the module docstring for the order)."""
-        record = {"file": self.rel(path), "bytes": tmp.stat().st_size, "sha256": sha256(tmp)}
+    def commit(self, tmp: Path, path: Path, fingerprint: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
+        """Rename the finished file ``tmp`` onto ``path`` and record it (see the module docstring for the order);
+        ``extra``: more keys of the record (a part's ``with``)."""
+        from attreval.nofollow import checked
+
+        record: dict[str, Any] = {"file": self.rel(path), "bytes": tmp.stat().st_size, "sha256": sha256(tmp), **(extra or {})}
         if fingerprint is not None:
             record["fingerprint"] = _jsonable(fingerprint)
-        where = self.record_path(path)
+        where = checked(self.root, self.record_path(path))
+        if self.run is not None:
+            record["run"] = self.run
         where.unlink(missing_ok=True)  # from here until the new record: no record, i.e. unfinished
         os.replace(tmp, path)
         where.parent.mkdir(parents=True, exist_ok=True)
@@ -134,8 +161,11 @@ class Manifest:
         record = self.record(path)
         if record is None:
             return None
+        rel = self.rel(path)
+        if record.get("file", rel) != rel:
+            return f"{rel}: its manifest record describes {record['file']} (swapped or renamed together with its record); {remedy(rel)}"
         if not path.exists():
-            return f"{self.rel(path)}: listed in the manifest but missing (deleted?); --resume recomputes it"
+            return f"{rel}: listed in the manifest but missing (deleted?); --resume recomputes it"
         size = path.stat().st_size
         if size != record["bytes"]:
             return f"{self.rel(path)}: {size} bytes, expected {record['bytes']} (truncated or overwritten); {remedy(self.rel(path))}"
@@ -149,7 +179,32 @@ class Manifest:
             if stored != wanted:
                 diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
                 return f"{self.rel(path)}: made by another config (differs in: {', '.join(diff)}); {remedy(self.rel(path))}"
+        if self.run is not None and record.get("run") != self.run:
+            return f"{rel}: recorded by another run (fingerprint {str(record.get('run'))[:12]}, this run's {self.run[:12]}); {remedy(rel)}"
         return None
+
+    def companion_problem(self, path: Path, *, missing_ok: bool = False) -> str | None:
+        """Whether the files a part's record names (``with``: the unit's maps and timing) are the ones it was
+        scored with (``missing_ok``: one deleted with its record is no problem, ``--resume`` recomputes the unit)."""
+        record, rel = self.record(path) or {}, self.rel(path)
+        for other, digest in sorted((record.get("with") or {}).items()):
+            companion = self.root / other
+            if not companion.exists() and (missing_ok or self.has(companion)):
+                continue  # recomputed by --resume, or named by its own record
+            found = self.record(companion) if companion.exists() else None
+            if found is None or found.get("sha256") != digest:
+                what = "missing with its record" if not companion.exists() else "not the file this unit was scored with"
+                return f"{other}: {what} (the record of {rel} names it); delete {rel} to recompute the unit with --resume"
+        return None
+
+    def companions_intact(self, path: Path) -> bool:
+        """The files a part's record names exist with the recorded contents (by their records' sha256)."""
+        record = self.record(path) or {}
+        for other, digest in (record.get("with") or {}).items():
+            found = self.record(self.root / other)
+            if not (self.root / other).exists() or found is None or found.get("sha256") != digest:
+                return False
+        return True
 
     def records(self) -> Iterator[Path]:
         """The paths of all recorded files (whether they exist or not)."""
@@ -175,83 +230,7 @@ def remedy(rel: str) -> str:
     return "delete it to recompute it with --resume"
 
 
-def verify_run(root: str | os.PathLike, *, skip: tuple[str, ...] = (), missing_ok: bool = False, strict: bool = False) -> list[str]:
-    """Check a run directory against its manifest; returns one line per bad file (empty: all good).
+# The checks of a whole run directory live in attreval.verify (imported here for the callers that know this name).
+from attreval.verify import grid_seed_problem, verify_run  # noqa: E402
 
-    Every recorded file must exist (unless ``missing_ok``: ``--resume`` recomputes deleted files) and match
-    its size and sha256; a grid file must also carry the fingerprint of ``config.json``'s grid settings and
-    store that config's seed. ``skip``: relative paths not checked (what the caller rebuilds anyway).
-    ``strict``: files of the run layout without a record are reported too (``attreval verify``)."""
-    manifest = Manifest(root)
-    problems: list[str] = []
-    config = _stored_config(manifest, problems)
-    for path in manifest.records():
-        rel = manifest.rel(path)
-        if rel in skip or rel == "config.json" or (missing_ok and not path.exists()):
-            continue
-        fingerprint = _fingerprint_of(config, path) if rel.startswith("grids/") else None
-        try:
-            problem = manifest.problem(path, fingerprint)
-        except ValueError as err:  # an unreadable record
-            problem = str(err)
-        if problem is not None:
-            problems.append(problem)
-    if config is not None and "seed" in config:  # also the unrecorded grid files a report would read
-        for path in sorted(manifest.root.glob("grids/*.pt")):
-            if manifest.rel(path) not in skip and not any(p.startswith(manifest.rel(path) + ":") for p in problems):
-                problem = grid_seed_problem(path, config["seed"], manifest.rel(path))
-                if problem is not None:
-                    problems.append(problem)
-    if strict:
-        problems += [
-            f"{manifest.rel(p)}: no manifest record (an unfinished write, or not written by attreval run); {remedy(manifest.rel(p))}"
-            for p in manifest.unrecorded()
-        ]
-    return problems
-
-
-def _stored_config(manifest: Manifest, problems: list[str]) -> dict[str, Any] | None:
-    """``config.json`` after checking it against its record (None when missing or bad: reported in ``problems``)."""
-    path = manifest.root / "config.json"
-    try:
-        problem = manifest.problem(path)
-    except ValueError as err:
-        problem = str(err)
-    if problem is not None:
-        problems.append(problem)
-        return None
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as err:
-        problems.append(f"config.json: unreadable ({type(err).__name__}: {err}); {remedy('config.json')}")
-        return None
-    return config if isinstance(config, dict) else None
-
-
-def _fingerprint_of(config: dict[str, Any] | None, path: Path) -> dict[str, Any] | None:
-    """The fingerprint ``grids/MODEL__KIND.pt`` must carry under ``config`` (None: config too partial to say)."""
-    if config is None or "__" not in path.stem:
-        return None
-    model, kind = path.stem.rsplit("__", 1)
-    try:
-        return grid_fingerprint(config, model, kind)
-    except (KeyError, TypeError):
-        return None
-
-
-def grid_seed_problem(path: Path, seed: int, rel: str) -> str | None:
-    """Whether the grid file at ``path`` stores ``seed`` (a grid file of another run's seed is not ours)."""
-    import torch
-
-    try:
-        try:
-            stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["seed"]
-        except RuntimeError:  # a file in torch's legacy format cannot be memory-mapped
-            stored = torch.load(path, map_location="cpu", weights_only=True)["seed"]
-    except Exception as err:  # torch raises zip, pickle and runtime errors of several kinds for damaged files
-        return f"{rel}: unreadable as a grid file ({type(err).__name__}); {remedy(rel)}"
-    if int(stored) != int(seed):
-        return f"{rel}: grids of seed {int(stored)}, but the run's config has seed {seed}; {remedy(rel)}"
-    return None
+__all__ = ["Manifest", "grid_fingerprint", "remedy", "sha256", "verify_run", "grid_seed_problem", "TRACKED", "REBUILT", "MANIFEST"]

@@ -1,14 +1,17 @@
-"""A unit's maps on disk: a memory-mappable ``.npy`` streamed batch by batch (float16 while every value fits)."""
+"""A unit's maps on disk: a memory-mappable ``.npy`` streamed batch by batch (float16 while every value fits
+and the float16 copy gives back every score computed from the map, float32 otherwise)."""
 
 from __future__ import annotations
 
 import errno
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from attreval.files import named, temporary_path
 from attreval.manifest import Manifest
@@ -38,14 +41,19 @@ class MapWriter:
     def __exit__(self, *exc: Any) -> None:
         self.discard()
 
-    def write(self, start: int, batch: np.ndarray) -> None:
-        """Write ``batch`` ``(B, T, h, w)`` as grids ``start … start + B - 1``; batches come in order."""
+    def write(self, start: int, batch: np.ndarray, keeps_scores: Callable[[], bool] | None = None) -> None:
+        """Write ``batch`` ``(B, T, h, w)`` as grids ``start … start + B - 1``; batches come in order.
+
+        ``keeps_scores()`` (asked only while the file is float16): whether the batch rounded to float16 still
+        gives the scores that were computed from it (:func:`float16_keeps_scores`); False switches the file to
+        float32, so that the stored maps always reproduce the stored scores."""
         t0 = time.perf_counter()
         if batch.ndim != 4 or start != self.written or start + len(batch) > self.grids:
             raise ValueError(f"expected maps (B, T, h, w) of grids {self.written}… of {self.grids}, got {batch.shape} from grid {start}")
+        narrow = self.dtype in (None, np.float16) and _fits_float16(batch) and (keeps_scores is None or keeps_scores())
         if self.dtype is None:
-            self._create(batch)
-        elif self.dtype == np.float16 and not _fits_float16(batch):
+            self._create(batch, narrow)
+        elif self.dtype == np.float16 and not narrow:
             self._widen(step=max(len(batch), 1))
         _write_rows(self.tmp, start, batch)
         self.written += len(batch)
@@ -69,10 +77,10 @@ class MapWriter:
         if not self.committed:
             self.tmp.unlink(missing_ok=True)
 
-    def _create(self, batch: np.ndarray) -> None:
-        """The temporary ``.npy`` of shape ``(G, T, h, w)`` from the first batch ``(B, T, h, w)``."""
+    def _create(self, batch: np.ndarray, narrow: bool) -> None:
+        """The temporary ``.npy`` of shape ``(G, T, h, w)`` from the first batch ``(B, T, h, w)`` (float16 if ``narrow``)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.dtype = np.float16 if _fits_float16(batch) else np.float32
+        self.dtype = np.float16 if narrow else np.float32
         _create_npy(self.tmp, self.dtype, (self.grids, *batch.shape[1:]))
 
     def _widen(self, step: int) -> None:
@@ -131,6 +139,29 @@ def _write_rows(path: Path, start: int, rows: np.ndarray) -> None:
     if array.shape[1:] != rows.shape[1:]:
         raise ValueError(f"expected maps of shape (B, {', '.join(map(str, array.shape[1:]))}), got {rows.shape}")
     array[start : start + len(rows)] = rows
+
+
+#: Largest difference between a score computed from a map and from its float16 copy for the copy to be stored.
+SCORE_TOLERANCE = 1e-6
+
+
+def float16_keeps_scores(
+    maps: torch.Tensor,
+    parts_of: Callable[[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]],
+    parts: list[tuple[torch.Tensor, torch.Tensor]],
+) -> bool:
+    """Whether ``maps`` ``(B, T, h, w)`` float32, rounded to float16, give every score of ``parts`` (per scored
+    variant, the ``(inside, total)`` masses ``(B, T)`` computed from ``maps`` by ``parts_of``) to within
+    :data:`SCORE_TOLERANCE`. float16 keeps ~3 significant digits and flushes values below ~6e-8 to zero: maps
+    of a tiny scale (RISE, Score-CAM at hidden layers) or with mass spread thinly lose their scores there."""
+    from attreval.metric import score_from_parts
+
+    if not maps.numel():
+        return True
+    again = parts_of(maps.half().float())
+    return all(
+        float((score_from_parts(*a) - score_from_parts(*b)).abs().max()) <= SCORE_TOLERANCE for a, b in zip(again, parts, strict=True)
+    )
 
 
 def _fits_float16(maps: np.ndarray) -> bool:

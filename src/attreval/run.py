@@ -13,6 +13,7 @@ import shutil
 import time
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from attreval.config import RunConfig
 from attreval.data import GridDataset
 from attreval.distributed import Group, from_environment
 from attreval.lock import RunLock
+from attreval.mapfile import float16_keeps_scores
 from attreval.methods import Method
 from attreval.metric import localization_parts, score_from_parts
 from attreval.models.loading import load_model
@@ -49,13 +51,13 @@ def evaluate_unit(
     config: RunConfig,
     device: torch.device,
     counter: PassCounter | None = None,
-    sink: Callable[[int, np.ndarray], None] | None = None,
+    sink: Callable[[int, np.ndarray, Callable[[], bool]], None] | None = None,
     method: Method | None = None,
 ) -> pd.DataFrame:
     """Result rows of one unit, computed ``batch_size`` grids at a time so memory stays flat in the number of grids.
 
     Every batch's maps ``(B, T, h, w)`` float32 are checked finite, scored for every smoothing variant, handed
-    to ``sink(start, maps)`` (e.g. :meth:`MapWriter.write`; None = not stored) and dropped: only the ``(B, T)``
+    to ``sink(start, maps, keeps_scores)`` (e.g. :meth:`MapWriter.write`; None = not stored) and dropped: only the ``(B, T)``
     inside/total masses of each variant are kept. ``counter`` (optional) counts forward/backward passes.
     ``method``: the unit's method object (default: built from the config, :meth:`RunConfig.method`).
     """
@@ -68,14 +70,16 @@ def evaluate_unit(
     for start in range(0, len(grids), e.batch_size):
         maps, chunk = _fitting_batch_maps(unit, method, setting, grids, slice(start, start + e.batch_size), heads, chunk, device, counter)
         variants = _variants(unit, maps.shape[-1], config)
-        parts.append(
-            [
-                localization_parts(maps if kernel == 0 else smooth_maps(maps, kernel), n, cells.expand(len(maps), -1), size)
+
+        def parts_of(m: torch.Tensor, variants=variants) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            return [
+                localization_parts(m if kernel == 0 else smooth_maps(m, kernel), n, cells.expand(len(m), -1), size)
                 for kernel, _ in variants
             ]
-        )
-        if sink is not None:
-            sink(start, maps.numpy())
+
+        parts.append(parts_of(maps))
+        if sink is not None:  # stored as float16 only where that gives back these scores (attreval.mapfile)
+            sink(start, maps.numpy(), partial(float16_keeps_scores, maps, parts_of, parts[-1]))
         del maps  # before the next batch's maps are computed
     frames = [
         _rows(unit, setting, grids, heads, kernel, ref, inside, total) for (kernel, ref), (inside, total) in zip(variants, _join(parts))

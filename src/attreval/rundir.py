@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from attreval.config import RunConfig
+from attreval.identity import IDENTITY_FILE, identity_changes, run_identity
 from attreval.lock import LOCK_FILE, RunLock
 from attreval.manifest import REBUILT, verify_run
+from attreval.nofollow import refuse_symlinks
 from attreval.store import RunStore
 
 
@@ -18,6 +20,8 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool, lock: RunLock | 
     a second process out of the directory until it is released."""
     store = RunStore(out)
     wanted = {k: v for k, v in config.to_dict().items() if k != "device"}
+    if out.is_dir():
+        refuse_symlinks(out)  # nothing is ever written through a link (attreval.nofollow)
     if (out / "config.json").exists():
         if not resume:
             raise ValueError(f"expected an empty output directory, got a run in {out}; pass --resume or another --out")
@@ -29,6 +33,7 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool, lock: RunLock | 
         if _jsonable(stored) != _jsonable(wanted):
             diff = sorted(k for k in set(stored) | set(wanted) if _jsonable(stored.get(k)) != _jsonable(wanted.get(k)))
             raise ValueError(f"expected --resume with the config of {out}, got a different config (differs in: {', '.join(diff)})")
+        identity = _same_inputs(store, config)
         if lock is not None:
             lock.acquire()  # before anything changes: another process may be writing here
         store.remove_temporary()  # half-written files of a killed run
@@ -36,7 +41,11 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool, lock: RunLock | 
         if problems:
             more = f" (and {len(problems) - 1} more: see attreval verify {out})" if len(problems) > 1 else ""
             raise ValueError(f"expected the files of {out} to match its manifest, got {problems[0]}{more}")
-        if not store.manifest.has(out / "config.json"):  # killed between config.json and its record
+        if identity is not None and not (out / IDENTITY_FILE).exists():  # killed between config.json and identity.json
+            store.manifest.run = identity["fingerprint"]
+            store.write_json("config.json", config.to_dict())
+            store.write_json(IDENTITY_FILE, identity)
+        elif not store.manifest.has(out / "config.json"):  # killed between config.json and its record
             store.write_json("config.json", config.to_dict())
         return store
     # Also with --resume: without config.json this is no run of ours, and a failing run removes what it created.
@@ -49,10 +58,35 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool, lock: RunLock | 
         if (out / "config.json").exists():  # another process started a run here between the check and the lock
             raise ValueError(f"expected an empty output directory, got a run in {out}; pass --resume or another --out")
         store.remove_temporary()
+        identity = run_identity(config)
+        store.manifest.run = identity["fingerprint"]  # written into every record of the run
         store.write_json("config.json", config.to_dict())
+        store.write_json(IDENTITY_FILE, identity)
     except OSError as err:
         raise ValueError(f"expected a writable output directory, got {out} ({err.strerror})") from None
     return store
+
+
+def _same_inputs(store: RunStore, config: RunConfig) -> dict[str, Any] | None:
+    """The current identity of ``config``'s inputs after checking that ``--resume`` continues a run of the same
+    inputs (:mod:`attreval.identity`): a changed weights file, architecture source or data folder is a one-line
+    error naming it, never a table mixing two models. None: a run made before identities were stored (its
+    inputs cannot be compared) that got past its first unit."""
+    out, current = store.root, run_identity(config)
+    path = out / IDENTITY_FILE
+    if not path.exists():
+        record = store.manifest.record(out / "config.json") or {}
+        return current if "run" in record else None  # a run of this version killed before identity.json
+    problem = store.manifest.problem(path)
+    if problem is not None:
+        raise ValueError(f"expected an intact run directory {out}, got {problem}")
+    changes = identity_changes(store.read_json(IDENTITY_FILE), current)
+    if changes:
+        raise ValueError(
+            f"expected --resume with the inputs of {out}, got changed: {'; '.join(changes)}; "
+            "restore them, or start a new run in another --out (the table would mix both)"
+        )
+    return current
 
 
 def _jsonable(value: Any) -> Any:

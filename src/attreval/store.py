@@ -7,7 +7,7 @@ Layout::
       meta.json              versions, seed, device, git revision, timings
       grids/MODEL__KIND.pt   the grid datasets used (KIND = gridpg | disconnected)
       parts/UNIT.parquet     rows of one finished unit (model, setting, layer, method)
-      maps/UNIT.npy          float16 maps (G, T, h, w) of that unit, memory-mappable (streamed batch by
+      maps/UNIT.npy          maps (G, T, h, w) of that unit (float16 where that reproduces every score, else float32), memory-mappable (streamed batch by
                              batch into a temporary file by :class:`MapWriter`, renamed when complete)
       results.parquet        every part, merged in unit order
       statistics.parquet     median and 95 % bootstrap interval of every unit (resampling grids)
@@ -38,6 +38,7 @@ import pandas as pd
 from attreval.files import atomic_write, named, temporary_path  # noqa: F401 - atomic_write: re-exported for plots/report
 from attreval.manifest import Manifest
 from attreval.mapfile import MapWriter, _save_npy
+from attreval.nofollow import checked
 
 STATISTICS, COMPARISONS = "statistics.parquet", "comparisons.parquet"
 
@@ -82,13 +83,12 @@ class RunStore:
         self.manifest = Manifest(self.root)
 
     def inside(self, path: Path) -> Path:
-        """``path``, checked to lie inside the run directory (the one check every write of the store passes)."""
-        if not Path(os.path.abspath(path)).resolve().is_relative_to(self.root.resolve()):
-            raise ValueError(f"expected a path inside the run directory {self.root}, got {path}")
-        return path
+        """``path``, checked to lie inside the run directory with no symbolic link on the way (the one check
+        every write of the store passes: :func:`attreval.nofollow.checked`)."""
+        return checked(self.root, path)
 
-    def _write(self, path: Path, write: Any, fingerprint: dict | None = None) -> None:
-        atomic_write(self.inside(path), write, self.manifest, fingerprint)
+    def _write(self, path: Path, write: Any, fingerprint: dict | None = None, extra: dict | None = None) -> None:
+        atomic_write(self.inside(path), write, self.manifest, fingerprint, extra)
 
     # -- config and metadata ---------------------------------------------------------------------
     def write_json(self, name: str, data: dict[str, Any]) -> None:
@@ -131,6 +131,8 @@ class RunStore:
         part, m = self.part_path(unit), self.manifest
         if not (part.exists() and m.has(part)):
             return False
+        if "with" in (m.record(part) or {}):  # the maps and timing it was scored with, by their sha256
+            return m.companions_intact(part)
         return all(path.exists() or not m.has(path) for path in (self.map_path(unit), self.timing_path(unit)))
 
     def map_writer(self, unit: Unit, grids: int) -> MapWriter:
@@ -146,7 +148,12 @@ class RunStore:
             maps.commit()
         elif maps is not None:
             self._write(self.map_path(unit), lambda p: _save_npy(p, maps))
-        self._write(self.part_path(unit), lambda p: rows[COLUMNS].to_parquet(p, index=False))
+        scored_with = {}  # the part's record names the unit's maps and timing: they are bound to it
+        for path in (self.map_path(unit), self.timing_path(unit)):
+            record = self.manifest.record(path) if path.exists() else None
+            if record is not None:
+                scored_with[self.manifest.rel(path)] = record["sha256"]
+        self._write(self.part_path(unit), lambda p: rows[COLUMNS].to_parquet(p, index=False), extra={"with": scored_with})
 
     def read_part(self, unit: Unit) -> pd.DataFrame:
         """The rows of a finished unit, read from bytes checked against the part's manifest record."""
@@ -217,7 +224,7 @@ class RunStore:
         return pd.read_parquet(path)
 
     def maps(self, model: str, setting: str, layer: str, method: str) -> np.ndarray:
-        """The stored maps of a unit, memory-mapped: ``(G, T, h, w)`` float16 (float32 if out of its range)."""
+        """The stored maps of a unit, memory-mapped: ``(G, T, h, w)`` float16, or float32 where float16 would not give back the unit's scores."""
         path = self.map_path(Unit(model, setting, layer, method))
         if not path.exists():
             raise ValueError(f"expected stored maps at {path}, found none")
@@ -258,5 +265,8 @@ class RunStore:
         return grids
 
     def units(self) -> Iterator[Unit]:
+        """The units of the part files (a file whose name is not ``MODEL__SETTING__LAYER__METHOD`` is no unit's)."""
         for path in sorted((self.root / "parts").glob("*.parquet")):
-            yield Unit(*path.stem.split("__"))
+            names = path.stem.split("__")
+            if len(names) == 4 and all(names):
+                yield Unit(*names)

@@ -51,3 +51,51 @@ def choice(name: str, value: Any, choices: tuple[str, ...]) -> Any:
     if value not in choices:
         raise ValueError(f"expected {name} in {choices}, got {value!r}")
     return value
+
+
+def memory_bytes(device: Any = None) -> int:
+    """The memory an allocation on ``device`` can never exceed: the GPU's total for a CUDA device, else the
+    machine's physical memory (0 when unknown: then nothing is refused)."""
+    import os
+
+    if device is not None and getattr(device, "type", str(device).split(":")[0]) == "cuda":
+        import torch
+
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def fits_in_memory(what: str, nbytes: int, advice: str, device: Any = None) -> None:
+    """A one-line ``ValueError`` before allocating ``nbytes`` for ``what`` when that is more than
+    :func:`memory_bytes` of ``device`` (and of the machine: a GPU tensor is often built on the CPU first).
+
+    >>> fits_in_memory("a test", 1, "lower it")
+    >>> fits_in_memory("10**20 masks", 10**20, "lower num_masks")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: expected 10**20 masks to fit in memory, got 86.7 EiB (more than this machine's ... in all); lower num_masks
+    """
+    for where in (None, device) if device is not None else (None,):
+        limit = memory_bytes(where)
+        if limit and nbytes > limit:
+            place = "this machine's" if where is None else f"{where}'s"
+            raise ValueError(f"expected {what} to fit in memory, got {_size(nbytes)} (more than {place} {_size(limit)} in all); {advice}")
+
+
+def fits_arrays(what: str, count: int, shape: Any, advice: str, device: Any = None) -> None:
+    """:func:`fits_in_memory` for ``count`` float32 arrays of ``shape`` (e.g. RISE's masks of one map size)."""
+    size = 1
+    for side in shape:
+        size *= int(side)
+    fits_in_memory(f"{count} {what} of {'×'.join(str(int(v)) for v in shape)}", 4 * count * size, advice, device)
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if nbytes < 1024:
+            return f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes:.1f} EiB"

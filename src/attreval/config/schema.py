@@ -96,8 +96,14 @@ class ModelConfig:
 
     @property
     def key(self) -> str:
-        """The name used in results tables (``label`` if given)."""
-        return self.label or self.name
+        """The name used in results tables and file names: ``label`` if given, else :func:`model_key` of ``name``."""
+        return model_key(self.label, self.name)
+
+
+def model_key(label: str, name: str) -> str:
+    """A model's key: ``label``, else ``name`` with ``:`` as ``-`` (``timm:resnet18`` → ``timm-resnet18``: the key
+    names files of the run, and a colon is no file-name character everywhere, nor in a report's links)."""
+    return label or name.replace(":", "-")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
@@ -93,15 +94,71 @@ class _Grey:
         return image.convert("L")
 
 
-def open_image(path: str | os.PathLike) -> Image.Image:
-    """The decoded RGB image at ``path``; an empty, truncated or unreadable file raises one ``ValueError`` naming it."""
+#: Environment variable: the most pixels an image may have (default Pillow's limit, 89,478,485; 0 = none).
+PIXEL_LIMIT_ENV = "ATTREVAL_MAX_IMAGE_PIXELS"
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+class _Refused(ValueError):
+    """An image :func:`open_image` refuses on purpose (its message already names the file)."""
+
+
+def pixel_limit() -> int:
+    """The pixel limit of :func:`open_image` (:data:`PIXEL_LIMIT_ENV`, else Pillow's default; 0 = none)."""
+    value = os.environ.get(PIXEL_LIMIT_ENV, "")
     try:
+        return int(value) if value else int(Image.MAX_IMAGE_PIXELS or 0)
+    except ValueError:
+        raise ValueError(f"expected an integer number of pixels in {PIXEL_LIMIT_ENV}, got {value!r}") from None
+
+
+def open_image(path: str | os.PathLike) -> Image.Image:
+    """The decoded RGB image at ``path`` (8 bits per channel), read as what it is: 16-bit and 32-bit integer
+    grey images are scaled from their real range (0…65535) to 0…255 instead of clipped (PIL's ``convert``
+    turns them all white), a floating-point image (mode ``F``, range unknown) is refused, every other mode is
+    converted by Pillow. An image over :func:`pixel_limit` pixels (a decompression bomb, or a huge scan) is
+    refused before it is decoded, saying how to raise the limit. An empty, truncated or unreadable file raises
+    one ``ValueError`` naming it."""
+    limit, pillows = pixel_limit(), Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = None  # our own limit below, which users can raise (Pillow's raises a traceback)
         with Image.open(path) as image:
-            return image.convert("RGB")  # decodes now: a truncated file fails here, named
+            width, height = image.size
+            if limit and width * height > limit:
+                raise _Refused(
+                    f"expected images of at most {limit:,} pixels, got {width}x{height} = {width * height:,} pixels in "
+                    f"{os.path.abspath(path)} (a guard against decompression bombs); to read it, raise the limit: "
+                    f"{PIXEL_LIMIT_ENV}={width * height} (0 = no limit)"
+                )
+            return _as_rgb(image, path)  # decodes now: a truncated file fails here, named
+    except _Refused:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         size = os.path.getsize(path) if os.path.exists(path) else 0
         what = "an empty file" if size == 0 else f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         raise ValueError(f"expected a readable image at {os.path.abspath(path)}, got {what}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillows
+
+
+def _as_rgb(image: Image.Image, path: str | os.PathLike) -> Image.Image:
+    """``image`` as 8-bit RGB with its real range kept (see :func:`open_image`)."""
+    if image.mode in _SIXTEEN_BIT or image.mode == "I":
+        pixels = np.asarray(image).astype(np.int64)
+        low, high = (int(pixels.min()), int(pixels.max())) if pixels.size else (0, 0)
+        if low < 0 or high > 65535:
+            raise _Refused(
+                f"expected 8- or 16-bit pixel values in {os.path.abspath(path)}, got a 32-bit integer image with values in "
+                f"[{low}, {high}]; save it as an 8- or 16-bit image"
+            )
+        grey = np.round(pixels * (255.0 / 65535.0)).astype(np.uint8)  # 16-bit: 65535 is white
+        return Image.fromarray(grey).convert("RGB")
+    if image.mode == "F":
+        raise _Refused(
+            f"expected an 8- or 16-bit image at {os.path.abspath(path)}, got 32-bit floating-point pixels (mode F) "
+            "whose range is unknown; save it as an 8- or 16-bit image"
+        )
+    return image.convert("RGB")
 
 
 def _check_dir(root: str | os.PathLike) -> Path:
@@ -122,9 +179,49 @@ def image_folder_dataset(root: str | os.PathLike, resize: int = 256, crop: int =
     """
     root = _check_dir(root)
     try:
-        return datasets.ImageFolder(str(root), transform=folder_transform(resize, crop, **preprocessing), loader=open_image)
+        return _ImageFolder(str(root), transform=folder_transform(resize, crop, **preprocessing), loader=open_image)
     except FileNotFoundError as error:  # torchvision's "no class folders" / "no valid files" errors
         raise ValueError(f"expected class folders of images in {os.path.abspath(root)!r}, got: {error}") from None
+
+
+class _ImageFolder(datasets.ImageFolder):
+    """``ImageFolder`` whose walk follows symbolic links but refuses a link loop (one line naming the link),
+    where torchvision's walk goes round the loop and adds every image again at each depth."""
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        check = is_valid_file or (lambda path: datasets.folder.has_file_allowed_extension(path, extensions))
+        samples, found = [], set()
+        for name in sorted(class_to_idx):
+            folder = os.path.join(directory, name)
+            if not os.path.isdir(folder):
+                continue
+            for where, files in sorted(_walk(folder)):
+                for file in sorted(files):
+                    path = os.path.join(where, file)
+                    if check(path):
+                        samples.append((path, class_to_idx[name]))
+                        found.add(name)
+        empty = sorted(set(class_to_idx) - found)
+        if empty and not allow_empty:
+            raise FileNotFoundError(f"Found no valid file for the classes {', '.join(empty)}")
+        return samples
+
+
+def _walk(top: str, ancestors: tuple[tuple[int, int], ...] = ()) -> list[tuple[str, list[str]]]:
+    """``(folder, file names)`` of ``top`` and below, following links; a link to a folder above (a loop) is a ``ValueError``."""
+    info = os.stat(top)
+    here = (info.st_dev, info.st_ino)
+    if here in ancestors:
+        raise ValueError(f"expected a folder tree without symbolic-link loops, got {top} -> {os.path.realpath(top)}, a folder above it")
+    files, found = [], []
+    with os.scandir(top) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.is_dir():  # follows links
+                found += _walk(entry.path, (*ancestors, here))
+            elif entry.is_file():
+                files.append(entry.name)
+    return [(top, files), *found]
 
 
 def _image_files(root: Path) -> list[str]:

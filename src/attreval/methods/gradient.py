@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from attreval.methods.base import Method, Task, chunks, example_gradients, register
 from attreval.tail import module_hooks
-from attreval.validation import positive_int
+from attreval.validation import fits_in_memory, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +150,7 @@ def integration_points(n_steps: int, rule: str = "gauss_legendre") -> tuple[Tens
     [0.211325, 0.788675]
     """
     if rule == "gauss_legendre":
+        fits_in_memory(f"the {n_steps}-node Gauss-Legendre rule of IntGrad (an n_steps² matrix)", 8 * n_steps**2, "lower n_steps")
         nodes, gauss = np.polynomial.legendre.leggauss(n_steps)  # on [-1, 1]; computed once per call
         return torch.from_numpy((nodes + 1) / 2), torch.from_numpy(gauss / 2)
     if rule == "riemann_trapezoid":
@@ -175,6 +176,9 @@ def path_gradients(task: Task, alphas: Tensor, weights: Tensor, baseline: float)
     alphas, weights = alphas.to(device=device, dtype=x.dtype), weights.to(device=device, dtype=x.dtype)
     delta = x - baseline
     total = torch.zeros((b, t * x[0].numel()), dtype=x.dtype, device=device)
+    fits_in_memory(
+        "IntGrad's path points of one forward", min(b * s, task.chunk_size) * x[0].numel() * x.element_size(), "lower chunk_size", device
+    )
     for part in chunks(b * s, max(1, task.chunk_size // t)):
         points = torch.arange(part.start, part.stop, device=device)
         example, step = points // s, points % s

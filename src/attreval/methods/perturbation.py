@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from attreval.methods.base import Method, Task, check_classes, chunks, perturbed_targets, pick_targets, register
+from attreval.validation import fits_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -289,6 +290,7 @@ class RISE(Method):
     def __call__(self, task: Task) -> Tensor:
         """Maps ``(B, T, h, w)`` float32 from M forwards per example (softmax probabilities)."""
         x = task.inputs
+        fits_arrays("RISE masks", self.num_masks, x.shape[-2:], "lower [methods.rise] num_masks", x.device)
         masks = device_masks(x.device, *x.shape[-2:], self.num_masks, self.grid_size, float(self.keep_prob), int(self.seed))
         perturb_masks = masks.to(dtype=x.dtype)
         probs = perturbed_targets(task, lambda part: x[:, None] * perturb_masks[part, None], self.num_masks, softmax=True)  # (B, M, T)

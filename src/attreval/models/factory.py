@@ -40,11 +40,17 @@ def resolve_factory(spec: str, base: Path | None = None, what: str = "architectu
         sys.modules[module_spec.name] = module
         try:
             module_spec.loader.exec_module(module)
+        except SystemExit as err:
+            raise ValueError(f"expected {path} to import, got a call to sys.exit({err.code!r})") from None
         except Exception as err:
             raise ValueError(f"expected {path} to import, got {type(err).__name__}: {_line(err)}") from None
     else:
         try:
             module = importlib.import_module(where)
+        except SystemExit as err:
+            raise ValueError(
+                f"expected an importable module '{where}' for architecture {spec!r}, got a call to sys.exit({err.code!r})"
+            ) from None
         except Exception as err:
             raise ValueError(
                 f"expected an importable module '{where}' for {what} {spec!r}, got {type(err).__name__}: {_line(err)}"
@@ -60,6 +66,8 @@ def build_from_factory(spec: str, num_classes: int = 0, base: Path | None = None
     fn = resolve_factory(spec, base)
     try:
         built = fn(num_classes=num_classes) if num_classes else fn()
+    except SystemExit as err:  # the run would otherwise end with the factory's exit code, nothing done
+        raise ValueError(f"expected {spec} to build a model, got a call to sys.exit({err.code!r})") from None
     except Exception as err:
         raise ValueError(f"expected {spec} to build a model, got {type(err).__name__}: {_line(err)}") from None
     if isinstance(built, StagedModel):

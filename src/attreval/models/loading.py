@@ -46,6 +46,7 @@ def load_model(name: str, weights: str = "", num_classes: int = 0, layers: Seque
         model = load_default_model(name, weights or None)
     else:
         model = _external(name, weights, num_classes or 1000)
+    check_logits(model, name)  # a tuple or a map instead of logits: one line, before the splitter sees it
     staged = split_model(model)  # fail now, not mid-run, if the architecture cannot be split
     for layer in layers:  # …or if a layer is unknown (else it fails only after the grids are built)
         staged.resolve(layer)
@@ -143,3 +144,29 @@ def _load_error_detail(err: Exception) -> str:
             )
             return line[:300] + hint
     return lines[0][:300] if lines else type(err).__name__
+
+
+def check_logits(model: nn.Module, name: str) -> None:
+    """One-line ``ValueError`` unless ``model`` maps a probe input ``(1, C, H, W)`` (its splitter's guess) to
+    logits ``(1, K)``: a model returning a tuple, a dict or a 4-D map is refused here. A model that a splitter
+    does not accept, or that fails on the probe, is left to :func:`split_model`, which names that."""
+    from attreval.models.splitters import splitter_for
+    from attreval.models.splitters.common import model_device, probe_input
+    from attreval.models.staged import StagedModule
+
+    if isinstance(model, StagedModule):
+        return
+    try:
+        probe = probe_input(splitter_for(model)[1].probe_shape(model), model_device(model))
+        with torch.no_grad():
+            out = model(probe[:1])
+    except Exception:
+        return
+    if not isinstance(out, torch.Tensor):
+        kind = f"a {type(out).__name__} of {len(out)}" if isinstance(out, (tuple, list, dict)) else f"a {type(out).__name__}"
+        raise ValueError(f"expected model '{name}' to return logits, a tensor (N, K), got {kind}; return only the logits from forward")
+    if out.dim() != 2 or out.shape[0] != 1:
+        raise ValueError(
+            f"expected model '{name}' to return logits of shape (N, K), got shape {tuple(out.shape)} for an input "
+            f"{tuple(probe.shape)}; end the model in its classifier (pool and flatten a map of class scores)"
+        )
