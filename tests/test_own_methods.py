@@ -148,6 +148,19 @@ def test_a_file_method_runs_through_attreval_run_and_equals_the_builtin_grad(cli
 
 
 @pytest.mark.slow
+def test_resume_refuses_an_edited_method_file(cli_run, capsys):
+    root, _ = cli_run
+    argv = ["run", str(root / "c.toml"), "--out", str(root / "out"), "--resume", "-q", "--no-report"]
+    assert main(argv) == 0  # unchanged: resumes (nothing to do)
+    (root / "methods" / "mine.py").write_text(METHODS_FILE + "\n# edited\n")
+    try:
+        assert main(argv) == 2
+        assert "variants[mine].callable" in capsys.readouterr().err
+    finally:
+        (root / "methods" / "mine.py").write_text(METHODS_FILE)
+
+
+@pytest.mark.slow
 def test_evaluate_with_an_in_memory_model_and_method_equals_the_cli(cli_run):
     root, cli = cli_run
     sys.path.insert(0, str(root / "methods"))

@@ -100,7 +100,9 @@ class Run:
         from attreval.store import STATISTICS
 
         path = self.root / STATISTICS
-        return pd.read_parquet(io.BytesIO(self._verified_bytes(path))) if path.exists() else unit_statistics(self.results, seed=self._seed())
+        return (
+            pd.read_parquet(io.BytesIO(self._verified_bytes(path))) if path.exists() else unit_statistics(self.results, seed=self._seed())
+        )
 
     @cached_property
     def comparisons(self) -> pd.DataFrame:
