@@ -9,7 +9,6 @@ activations (occluded value 0; RISE masks multiply the activations), PAPER.md §
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 from collections.abc import Iterable
@@ -222,34 +221,55 @@ def upsampling_rows(size: int, grid_size: int, shifts: Tensor) -> Tensor:
     return matrix.float()[shifts[:, None] + torch.arange(size)]
 
 
-@functools.lru_cache(maxsize=4)
-def rise_masks(height: int, width: int, num_masks: int, grid_size: int, keep_prob: float, seed: int) -> Tensor:
-    """The RISE masks for a ``height × width`` map: ``(M, h, w)`` float32 on the CPU, cached (LRU of 4).
+@dataclass(frozen=True)
+class MaskDraws:
+    """The random draws behind M RISE masks for a ``height × width`` map; :meth:`masks` builds any slice of them.
 
     PAPER.md §4.3: each mask is a binary ``s × s`` grid (cells kept with probability p1), upsampled
     linearly with mirrored borders to ``(s+1)·⌈h/s⌉ × (s+1)·⌈w/s⌉`` — the authors'
     ``skimage.transform.resize(order=1, mode="reflect")``, to float rounding (:func:`upsampling_rows`) — and
-    cropped to ``h × w`` at a random shift in ``[0, ⌈h/s⌉) × [0, ⌈w/s⌉)``. The upsample-and-crop of all
-    masks is one batched product ``rows_m @ grid_m @ cols_mᵀ``, without the ``(M, 525, 525)`` temporary
-    at 448². All draws come from a CPU ``torch.Generator`` seeded with ``seed`` (grids, then row shifts,
-    then column shifts), so masks are reproducible and the same on every device. The returned tensor is
-    shared by the cache: never modify it.
+    cropped to ``h × w`` at a random shift in ``[0, ⌈h/s⌉) × [0, ⌈w/s⌉)``. All draws come from a CPU
+    ``torch.Generator`` seeded with ``seed`` (grids, then row shifts, then column shifts), so masks are
+    reproducible and the same on every device. The draws are small (``M·s²`` cells); the full-resolution
+    masks (``M·h·w``: 766 MiB for 1,000 at 448²) are only ever built a chunk at a time.
+
+    Attributes:
+        height, width: the map's size.
+        grids: ``(M, s, s)`` float32 in {0, 1}.
+        shift_h, shift_w: ``(M,)`` long crop offsets.
     """
-    logger.debug("generating %d RISE masks for %d×%d maps (seed %d)", num_masks, height, width, seed)
-    generator = torch.Generator().manual_seed(seed)
-    grids = (torch.rand(num_masks, grid_size, grid_size, generator=generator) < keep_prob).float()
-    shift_h = torch.randint(0, math.ceil(height / grid_size), (num_masks,), generator=generator)
-    shift_w = torch.randint(0, math.ceil(width / grid_size), (num_masks,), generator=generator)
-    rows = upsampling_rows(height, grid_size, shift_h)  # (M, h, s)
-    cols = upsampling_rows(width, grid_size, shift_w)  # (M, w, s)
-    return rows @ grids @ cols.transpose(1, 2)
+
+    height: int
+    width: int
+    grids: Tensor
+    shift_h: Tensor
+    shift_w: Tensor
+
+    @classmethod
+    def draw(cls, height: int, width: int, num_masks: int, grid_size: int, keep_prob: float, seed: int) -> MaskDraws:
+        generator = torch.Generator().manual_seed(seed)
+        grids = (torch.rand(num_masks, grid_size, grid_size, generator=generator) < keep_prob).float()
+        shift_h = torch.randint(0, math.ceil(height / grid_size), (num_masks,), generator=generator)
+        shift_w = torch.randint(0, math.ceil(width / grid_size), (num_masks,), generator=generator)
+        return cls(height, width, grids, shift_h, shift_w)
+
+    def __len__(self) -> int:
+        return self.grids.shape[0]
+
+    def masks(self, part: slice) -> Tensor:
+        """Masks ``part``: ``(len(part), h, w)`` float32 on the CPU, one batched product ``rows_m @ grid_m @ cols_mᵀ``
+        (without the ``(M, 525, 525)`` temporary at 448²); mask m is the same whatever slice it is built in."""
+        s = self.grids.shape[-1]
+        rows = upsampling_rows(self.height, s, self.shift_h[part])  # (m, h, s)
+        cols = upsampling_rows(self.width, s, self.shift_w[part])  # (m, w, s)
+        return rows @ self.grids[part] @ cols.transpose(1, 2)
 
 
-@functools.lru_cache(maxsize=2)
-def device_masks(device: torch.device, *key: int | float) -> Tensor:
-    """:func:`rise_masks` ``(*key)`` on ``device``, cached there too (the masks of a 448² layer are 800 MB:
-    copied to an accelerator once, not once per batch). Never modify the returned tensor."""
-    return rise_masks(*key).to(device)
+def rise_masks(height: int, width: int, num_masks: int, grid_size: int, keep_prob: float, seed: int) -> Tensor:
+    """All RISE masks for a ``height × width`` map at once: ``(M, h, w)`` float32 on the CPU (for tests and
+    plots; :class:`RISE` builds them a chunk at a time, see :class:`MaskDraws`)."""
+    draws = MaskDraws.draw(height, width, num_masks, grid_size, keep_prob, seed)
+    return draws.masks(slice(0, num_masks))
 
 
 @dataclass(frozen=True)
@@ -257,7 +277,7 @@ class RISE(Method):
     """RISE (Petsiuk et al. 2018) as configured in PAPER.md §4.3.
 
     Saliency of target c: ``Σ_i softmax_c(f(x ⊙ m_i)) · m_i / (M · p1)`` with the softmax of the
-    explained head. Masks are generated per map resolution (layer) from ``seed`` (:func:`rise_masks`) and
+    explained head. Masks are generated per map resolution (layer) from ``seed`` (:class:`MaskDraws`) and
     shared by every example, so a batch gives the same maps as each example alone.
 
     Attributes:
@@ -287,12 +307,21 @@ class RISE(Method):
             raise ValueError(f"expected keep_prob in (0, 1], got {self.keep_prob!r}")
 
     def __call__(self, task: Task) -> Tensor:
-        """Maps ``(B, T, h, w)`` float32 from M forwards per example (softmax probabilities)."""
+        """Maps ``(B, T, h, w)`` float32 from M forwards per example (softmax probabilities).
+
+        Masks are built ~``task.chunk_size`` inputs at a time, run, and their weighted sum accumulated (float64)
+        before the next chunk is built: memory stays that of one chunk whatever M is, and nothing is kept after
+        the call."""
         x = task.inputs
-        masks = device_masks(x.device, *x.shape[-2:], self.num_masks, self.grid_size, float(self.keep_prob), int(self.seed))
-        perturb_masks = masks.to(dtype=x.dtype)
-        probs = perturbed_targets(task, lambda part: x[:, None] * perturb_masks[part, None], self.num_masks, softmax=True)  # (B, M, T)
-        return torch.einsum("bmt,mhw->bthw", probs, masks) / (self.num_masks * self.keep_prob)
+        draws = MaskDraws.draw(*x.shape[-2:], self.num_masks, self.grid_size, float(self.keep_prob), int(self.seed))
+        total = torch.zeros((task.batch, task.num_targets, *x.shape[-2:]), dtype=torch.float64, device=x.device)
+        for part in chunks(self.num_masks, max(1, task.chunk_size // task.batch)):
+            masks = draws.masks(part).to(x.device)  # (m, h, w)
+            perturb_masks = masks.to(dtype=x.dtype)
+            count = perturb_masks.shape[0]
+            probs = perturbed_targets(task, lambda sub: x[:, None] * perturb_masks[sub, None], count, softmax=True)  # (B, m, T)
+            total += torch.einsum("bmt,mhw->bthw", probs.double(), masks.double())
+        return (total / (self.num_masks * self.keep_prob)).float()
 
 
 register("rise", RISE())
