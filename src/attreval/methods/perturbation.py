@@ -313,7 +313,8 @@ class RISE(Method):
         before the next chunk is built: memory stays that of one chunk whatever M is, and nothing is kept after
         the call."""
         x = task.inputs
-        draws = MaskDraws.draw(*x.shape[-2:], self.num_masks, self.grid_size, float(self.keep_prob), int(self.seed))
+        height, width = x.shape[-2:]
+        draws = MaskDraws.draw(height, width, self.num_masks, self.grid_size, float(self.keep_prob), int(self.seed))
         total = torch.zeros((task.batch, task.num_targets, *x.shape[-2:]), dtype=torch.float64, device=x.device)
         for part in chunks(self.num_masks, max(1, task.chunk_size // task.batch)):
             masks = draws.masks(part).to(x.device)  # (m, h, w)
