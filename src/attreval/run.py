@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from attreval.analysis.cost import PassCounter
 from attreval.api import build_task
+from attreval.cone import report as cone_report
 from attreval.config import RunConfig
 from attreval.data import GridDataset
 from attreval.distributed import Group, from_environment
@@ -227,8 +228,12 @@ def _execute_unit(
     discards the half-written maps."""
     counter, t0 = PassCounter(), time.perf_counter()
     with store.map_writer(unit, len(grids)) if config.evaluation.store_maps else nullcontext() as writer:
-        rows = evaluate_unit(unit, model, grids, config, dev, counter, writer.write if writer is not None else None)
+        with cone_report.recording() as notes:
+            rows = evaluate_unit(unit, model, grids, config, dev, counter, writer.write if writer is not None else None)
         seconds = time.perf_counter() - t0 - (writer.seconds if writer is not None else 0.0)  # the method's cost, not the disk's
-        cost = {"seconds": seconds, "grids": len(grids), "rank": group.rank, **counter.per_grid(len(grids))}
+        cone = cone_report.summary(notes)
+        if cone is not None and cone != "cone":
+            log.info("%s: Occlusion's receptive-field cone %s", unit.key, cone)
+        cost = {"seconds": seconds, "grids": len(grids), "rank": group.rank, "cone": cone, **counter.per_grid(len(grids))}
         store.write_json(f"timings/{unit.key}.json", cost)
         store.write_unit(unit, rows, writer)
