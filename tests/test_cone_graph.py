@@ -5,6 +5,7 @@ included; nothing cached is written to."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -175,3 +176,32 @@ def test_the_run_is_told_where_the_cone_stops():
     assert lines["resnet"] == "cone"
     assert lines["final"] is not None and lines["final"].startswith("full passes (")
     assert summary([]) is None  # a unit without Occlusion
+
+
+def test_the_run_writes_a_cone_column_and_logs_a_fallback_once_per_unit(tmp_path, caplog):
+    from attreval.config import load_config
+    from attreval.run import run
+    from tiny_models import tiny_run_config
+
+    body = """
+[evaluation]
+settings = ["gridpg"]
+layers = ["input", "final"]
+methods = ["occlusion", "grad"]
+heads = "corners"
+batch_size = 2
+[methods.occlusion]
+input_kernel_size = 16
+input_stride = 16
+hidden_kernel_size = 1
+hidden_stride = 1
+"""
+    (tmp_path / "run.toml").write_text(tiny_run_config(3, body, gridpg=2, disconnected=2))
+    with caplog.at_level("INFO", logger="attreval.run"):
+        store = run(load_config(tmp_path / "run.toml"), tmp_path / "out", progress=False)
+    costs = pd.read_parquet(store.root / "costs.parquet").set_index(["layer", "method"])["cone"]
+    assert costs["input", "occlusion"] == "cone"
+    assert costs["final", "occlusion"].startswith("full passes (")
+    assert pd.isna(costs["input", "grad"]) and pd.isna(costs["final", "grad"])  # not an Occlusion unit
+    lines = [r.getMessage() for r in caplog.records if "receptive-field cone" in r.getMessage()]
+    assert len(lines) == 1 and "final__occlusion" in lines[0]

@@ -244,7 +244,7 @@ def _execute_unit(
         seconds = time.perf_counter() - t0 - (writer.seconds if writer is not None else 0.0)  # the method's cost, not the disk's
         cone = cone_report.summary(notes)
         if cone is not None and cone != "cone":
-            log.info("%s: Occlusion's receptive-field cone %s", unit.key, cone)
+            log.info("%s: Occlusion's receptive-field cone: %s", unit.key, cone)
         cost = {"seconds": seconds, "grids": len(grids), "rank": group.rank, "cone": cone, **counter.per_grid(len(grids))}
         store.write_json(f"timings/{unit.key}.json", cost)
         store.write_unit(unit, rows, writer)

@@ -37,8 +37,9 @@ def describe(occluder: Any, stages: list[tuple[str, Any]]) -> str:
     then possibly a head."""
     plan = occluder.plan
     if not plan.incremental:
-        first = stages[0][1] if stages else None
-        return f"full passes ({type(first).__name__})"
+        rules = plan.rule.rules
+        first = stages[0][1] if stages else (rules[0].module if rules else None)
+        return f"full passes ({type(first).__name__}{'' if stages else ', the head'})"
     for (name, _), rule in zip(stages, plan.rule.rules):
         full = rule.full_rules()
         if full:
