@@ -294,6 +294,6 @@ def graph_rule(module: nn.Module, compile_leaf) -> GraphRule | None:
         return None
     try:
         rule = GraphRule(module, graph, compile_leaf)
-    except ValueError:
+    except Exception:  # a graph this engine cannot analyse (several inputs or outputs, odd nodes): run it in full
         return None
     return rule if rule.useful else None
