@@ -62,7 +62,7 @@ class Spy:
 
     def __init__(self, mp: pytest.MonkeyPatch):
         self.method, self.scored, self.smoothed, self.writes, self.rows = [], [], [], [], []
-        resolve, parts, smooth = attreval.run.resolve_method, attreval.run.localization_parts, attreval.run.smooth_maps
+        resolve, parts, smooth = attreval.run.resolve_method, attreval.run.localization_parts, attreval.run.smooth_sweep
         write, rows = MapWriter.write, store_module._write_rows
 
         def resolve_spy(*args, **kwargs):
@@ -77,7 +77,7 @@ class Spy:
 
         mp.setattr(attreval.run, "resolve_method", resolve_spy)
         mp.setattr(attreval.run, "localization_parts", lambda maps, *a: self.scored.append(len(maps)) or parts(maps, *a))
-        mp.setattr(attreval.run, "smooth_maps", lambda maps, *a: self.smoothed.append(len(maps)) or smooth(maps, *a))
+        mp.setattr(attreval.run, "smooth_sweep", lambda maps, *a: self.smoothed.append(len(maps)) or smooth(maps, *a))
         mp.setattr(
             MapWriter,
             "write",

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from attreval.analysis.cost import PassCounter
 from attreval.analysis.statistics import run_statistics
 from attreval.api import build_task
+from attreval.cone import report as cone_report
 from attreval.config import RunConfig
 from attreval.data import GridDataset
 from attreval.distributed import Group, from_environment
@@ -38,7 +39,7 @@ from attreval.plan import applicable_units, check_cells, make_grids, plan_units,
 from attreval.rundir import prepare_run_dir
 from attreval.runtime import faithful_numerics, metadata, resolve_device
 from attreval.settings import SETTINGS, make_setting
-from attreval.smoothing import scaled_kernel_size, smooth_maps
+from attreval.smoothing import scaled_kernel_size, smooth_sweep
 from attreval.store import RunStore, Unit
 
 log = logging.getLogger(__name__)
@@ -70,21 +71,28 @@ def evaluate_unit(
     for start in range(0, len(grids), e.batch_size):
         maps, chunk = _fitting_batch_maps(unit, method, setting, grids, slice(start, start + e.batch_size), heads, chunk, device, counter)
         variants = _variants(unit, maps.shape[-1], config)
+        kernels = [kernel for kernel, _ in variants]
 
-        def parts_of(m: torch.Tensor, variants=variants) -> list[tuple[torch.Tensor, torch.Tensor]]:
-            return [
-                localization_parts(m if kernel == 0 else smooth_maps(m, kernel), n, cells.expand(len(m), -1), size)
-                for kernel, _ in variants
-            ]
+        def parts_of(m: torch.Tensor, kernels=kernels) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            return _score_variants(m, kernels, n, cells.expand(len(m), -1), size)
 
         parts.append(parts_of(maps))
         if sink is not None:  # stored as float16 only where that gives back these scores (attreval.mapfile)
             sink(start, maps.numpy(), partial(float16_keeps_scores, maps, parts_of, parts[-1]))
         del maps  # before the next batch's maps are computed
-    frames = [
-        _rows(unit, setting, grids, heads, kernel, ref, inside, total) for (kernel, ref), (inside, total) in zip(variants, _join(parts))
-    ]
-    return pd.concat(frames, ignore_index=True)
+    return _rows(unit, setting, grids, heads, variants, _join(parts))
+
+
+def _score_variants(maps: torch.Tensor, kernels: list[int], n: int, cells: torch.Tensor, size) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per smoothing kernel (0: none), ``(inside, total)`` each ``(B, T)`` of ``maps (B, T, h, w)``: the sweep smoothed
+    in one batched product (a few kernels at a time, so the smoothed copies stay ≤ 2²⁵ values), each variant scored."""
+    step = max(1, (1 << 25) // max(maps.numel(), 1))
+    out = []
+    for first in range(0, len(kernels), step):
+        group = kernels[first : first + step]
+        smoothed = smooth_sweep(maps, group) if any(k > 1 for k in group) else maps[None].expand(len(group), *maps.shape)
+        out += [localization_parts(variant, n, cells, size) for variant in smoothed]
+    return out
 
 
 def _join(parts: list[list[tuple[torch.Tensor, torch.Tensor]]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -146,9 +154,16 @@ def _variants(unit: Unit, side: int, config: RunConfig) -> list[tuple[int, int]]
     return variants
 
 
-def _rows(unit: Unit, setting, grids: GridDataset, heads, kernel, ref, inside, total) -> pd.DataFrame:
-    g, t = inside.shape
-    score = score_from_parts(inside, total)
+def _rows(unit: Unit, setting, grids: GridDataset, heads, variants: list[tuple[int, int]], parts) -> pd.DataFrame:
+    """One table for every variant (variant-major, then grid, then target): the columns every variant shares are
+    built once and tiled."""
+    g, t = parts[0][0].shape
+    v = len(variants)
+    labels = grids.labels[:, list(heads)].reshape(-1)
+    names = {c: grids.class_name(c) for c in set(labels.tolist())}
+    inside = torch.stack([i for i, _ in parts]).reshape(-1)
+    total = torch.stack([tot for _, tot in parts]).reshape(-1)
+    score = torch.stack([score_from_parts(i, tot) for i, tot in parts]).reshape(-1)
     return pd.DataFrame(
         {
             "model": unit.model,
@@ -156,16 +171,16 @@ def _rows(unit: Unit, setting, grids: GridDataset, heads, kernel, ref, inside, t
             "layer": unit.layer,
             "stage": setting.staged.resolve(unit.layer),
             "method": unit.method,
-            "kernel_size": kernel,
-            "kernel_ref": ref,
-            "grid": np.repeat(np.arange(g), t),
-            "cell": np.tile(np.array(heads), g),
-            "head": np.tile(np.array(setting.heads_for(heads)), g),
-            "label": grids.labels[:, list(heads)].reshape(-1).numpy(),
-            "class_name": [grids.class_name(c) for c in grids.labels[:, list(heads)].reshape(-1).tolist()],
-            "score": score.reshape(-1).numpy(),
-            "inside": inside.reshape(-1).numpy(),
-            "total": total.reshape(-1).numpy(),
+            "kernel_size": np.repeat(np.array([k for k, _ in variants], dtype=np.int64), g * t),
+            "kernel_ref": np.repeat(np.array([r for _, r in variants], dtype=np.int64), g * t),
+            "grid": np.tile(np.repeat(np.arange(g), t), v),
+            "cell": np.tile(np.array(heads), g * v),
+            "head": np.tile(np.array(setting.heads_for(heads)), g * v),
+            "label": np.tile(labels.numpy(), v),
+            "class_name": [names[c] for c in labels.tolist()] * v,
+            "score": score.numpy(),
+            "inside": inside.numpy(),
+            "total": total.numpy(),
         }
     )
 
@@ -273,8 +288,12 @@ def _execute_unit(
     discards the half-written maps."""
     counter, t0 = PassCounter(), time.perf_counter()
     with store.map_writer(unit, len(grids)) if config.evaluation.store_maps else nullcontext() as writer:
-        rows = evaluate_unit(unit, model, grids, config, dev, counter, writer.write if writer is not None else None, method)
+        with cone_report.recording() as notes:
+            rows = evaluate_unit(unit, model, grids, config, dev, counter, writer.write if writer is not None else None, method)
         seconds = time.perf_counter() - t0 - (writer.seconds if writer is not None else 0.0)  # the method's cost, not the disk's
-        cost = {"seconds": seconds, "grids": len(grids), "rank": group.rank, **counter.per_grid(len(grids))}
+        cone = cone_report.summary(notes)
+        if cone is not None and cone != "cone":
+            log.info("%s: Occlusion's receptive-field cone: %s", unit.key, cone)
+        cost = {"seconds": seconds, "grids": len(grids), "rank": group.rank, "cone": cone, **counter.per_grid(len(grids))}
         store.write_json(f"timings/{unit.key}.json", cost)
         store.write_unit(unit, rows, writer)

@@ -136,8 +136,10 @@ class SettingTail(Tail):
         """Occluded logits from receptive-field cones over the tail's modules (:class:`~attreval.cone.occluder.ConeOccluder`), or the
         materialised copies when the first module has no cone rule (nothing to save)."""
         from attreval.cone.occluder import ConeOccluder  # the cone engine imports torchvision; only Occlusion needs it
+        from attreval.cone.report import note
 
         cone = ConeOccluder(self, a)
+        note(cone, list(self.staged.stages[self.start :]))  # for the run's `cone` column
         return cone if cone.plan.incremental else Occluder(self, a)
 
 

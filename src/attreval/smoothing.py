@@ -9,6 +9,7 @@ border leaks out and a map is never reflected into itself.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -74,6 +75,42 @@ def smooth_maps(maps: Tensor, kernel_size: int, sigma: float | None = None) -> T
     flat = F.conv2d(F.pad(flat, (0, 0, before, after)), kernel.view(1, 1, -1, 1))  # along rows
     flat = F.conv2d(F.pad(flat, (before, after, 0, 0)), kernel.view(1, 1, 1, -1))  # along columns
     return flat.view(maps.shape)
+
+
+def smoothing_matrix(side: int, kernel_size: int, sigma: float | None = None, *, dtype=torch.float32, device=None) -> Tensor:
+    """``(side, side)`` matrix S with ``S @ v`` = :func:`smooth_maps`'s zero-padded 'same' 1-D smoothing of ``v``:
+    row i holds the kernel's taps ``S[i, i + j - before] = kernel[j]`` (taps falling outside are the zero padding).
+    """
+    kernel = gaussian_kernel1d(kernel_size, sigma, dtype=torch.float64, device=device)
+    before = (kernel.numel() - 1) // 2
+    offset = torch.arange(side, device=device)[None, :] - torch.arange(side, device=device)[:, None] + before  # tap index
+    valid = (offset >= 0) & (offset < kernel.numel())
+    return torch.where(valid, kernel[offset.clamp(0, kernel.numel() - 1)], torch.zeros((), dtype=torch.float64, device=device)).to(dtype)
+
+
+def smooth_sweep(maps: Tensor, kernel_sizes: Sequence[int]) -> Tensor:
+    """Every kernel of a sweep at once: ``(B, T, h, w) → (V, B, T, h, w)``, variant v smoothed with
+    ``kernel_sizes[v]`` (0 or 1: the maps themselves), equal to :func:`smooth_maps` per kernel up to float rounding.
+
+    One batched product ``S_v @ map @ S_vᵀ`` with the banded matrices of :func:`smoothing_matrix`, instead
+    of two convolutions and their padded copies per kernel: the run scores all six of the paper's kernels per batch.
+    """
+    if not isinstance(maps, Tensor) or maps.dim() != 4 or not maps.is_floating_point():
+        shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+        raise ValueError(f"expected floating-point maps of shape (B, T, h, w), got {shape}")
+    h, w = maps.shape[-2:]
+    rows = _sweep_matrices(h, tuple(kernel_sizes), maps.dtype, maps.device)  # (V, h, h)
+    cols = _sweep_matrices(w, tuple(kernel_sizes), maps.dtype, maps.device)  # (V, w, w)
+    out = torch.einsum("vij,btjk,vlk->vbtil", rows, maps, cols)
+    identity = torch.tensor([k <= 1 for k in kernel_sizes], device=maps.device)
+    return torch.where(identity[:, None, None, None, None], maps[None], out)
+
+
+@functools.lru_cache(maxsize=32)
+def _sweep_matrices(side: int, kernel_sizes: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The stacked :func:`smoothing_matrix` of every kernel, cached (a run smooths every batch with the same sweep;
+    a few KB each). Never modified by callers."""
+    return torch.stack([smoothing_matrix(side, k, dtype=dtype, device=device) for k in kernel_sizes])
 
 
 def scaled_kernel_sizes(map_side: int, reference_side: int = 448, sizes: Sequence[int] = PAPER_KERNEL_SIZES) -> list[int]:

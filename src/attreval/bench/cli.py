@@ -29,6 +29,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{r['backward_passes']:.0f} | {r['limit_ratio']:.2f} | {1000 * r['overhead_seconds_per_grid']:.2f} | "
             + (f"{ref:.4f} | {r['speedup']:.1f}× | {r['max_score_diff']:.1e} |" if ref is not None else "– | – | – |")
         )
+    partial = [f"{r['setting']} {r['layer']}: {r['cone']}" for r in rows if r.get("cone") not in (None, "cone")]
+    if partial:
+        lines.append("\nOcclusion without the full receptive-field cone: " + "; ".join(partial))
     return "\n".join(lines)
 
 

@@ -14,6 +14,7 @@ from attreval.api import build_task
 from attreval.bench.limit import pass_limit
 from attreval.bench.reference import reference_maps
 from attreval.bench.timing import BUDGET, pass_rates, timed
+from attreval.cone import report as cone_report
 from attreval.methods import resolve_method
 from attreval.metric import localization_score
 from attreval.settings import make_setting
@@ -56,7 +57,8 @@ def bench_unit(
     counter = PassCounter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    seconds, maps = timed(lambda: method(counter.instrument(task)), device)
+    with cone_report.recording() as notes:  # where Occlusion's receptive-field cone stops, if it does
+        seconds, maps = timed(lambda: method(counter.instrument(task)), device)
     if seconds < BUDGET:  # short units: the best of a few runs (counted once)
         seconds = min(seconds, timed(lambda: method(task), device, budget=BUDGET)[0])
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
@@ -74,6 +76,7 @@ def bench_unit(
         "limit_ratio": seconds / limit if limit else None,
         "overhead_seconds_per_grid": (seconds - limit) / grids,  # time beyond the passes: map arithmetic, calls
         "peak_memory_mb": peak,
+        "cone": cone_report.summary(notes),
     }
     if reference:
         counters: list[PassCounter] = []

@@ -255,4 +255,7 @@ def compile_module(module: nn.Module) -> Rule:
         return ChainRule(module, [compile_module(child) for child in module])
     if kind in (BasicBlock, Bottleneck):
         return ResidualRule(module)
-    return Rule(module)
+    from attreval.cone.graph import graph_rule  # graph.py builds on these rules
+
+    rule = graph_rule(module, compile_module)  # a traced graph (fx stages, timm blocks, …), rules per operation
+    return rule if rule is not None else Rule(module)

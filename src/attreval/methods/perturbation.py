@@ -9,7 +9,6 @@ activations (occluded value 0; RISE masks multiply the activations), PAPER.md §
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 from collections.abc import Iterable
@@ -18,12 +17,13 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from attreval.methods.base import Method, Task, check_classes, chunks, perturbed_targets, pick_targets, register
+from attreval.methods.rise_masks import MaskDraws, rise_masks, upsampling_rows
 from attreval.validation import fits_arrays
 
 logger = logging.getLogger(__name__)
+__all__ = ["RISE", "MaskDraws", "Occlusion", "interval_masks", "patch_intervals", "rise_masks", "upsampling_rows", "window_boxes"]
 
 # --------------------------------------------------------------------------------------------------
 # Occlusion
@@ -195,70 +195,12 @@ register("occlusion", Occlusion())
 # RISE
 
 
-def upsampling_rows(size: int, grid_size: int, shifts: Tensor) -> Tensor:
-    """Crops of the mirrored-boundary linear upsampling matrix: ``(M, size, s)`` float32, row i of mask m
-    weighs the s grid cells.
-
-    The authors' masks use ``skimage.transform.resize(order=1, mode="reflect")``, i.e. ``scipy.ndimage.zoom``
-    with ``grid_mode=True`` and scipy's ``"mirror"`` boundary (numpy's ``"reflect"``: ``c b | a b c | b a``,
-    the edge cell not repeated). Upsampling an s-cell axis to ``L = (s+1)·⌈size/s⌉`` positions samples it at
-    the pixel-centre coordinates ``(j + 0.5)·s/L − 0.5`` (as ``align_corners=False``), which lie in
-    ``(−0.5, s − 0.5)``: about the first and last ``L/(2s)`` positions interpolate towards a cell outside the
-    grid. Mirroring gives that cell the value of the grid's second (or second-to-last) cell;
-    ``F.interpolate`` would clamp to the edge cell instead (numpy's ``"symmetric"``), a different mask in a
-    band of half a cell on every border. So: pad the identity by one mirrored cell per side, interpolate
-    linearly at those coordinates (float64), and keep rows ``shifts[m] + i`` (the crop of mask m). The
-    result is linear in the grid, so a 2-D mask is ``rows_m @ grid_m @ cols_mᵀ``.
-    """
-    cell = math.ceil(size / grid_size)
-    length = (grid_size + 1) * cell
-    eye = torch.eye(grid_size, dtype=torch.float64)[None]  # (1, s, s): column k is grid cell k
-    # one mirrored cell per side (cell −1 ← cell 1, cell s ← cell s−2); a 1-cell grid mirrors onto itself
-    padded = F.pad(eye, (1, 1), mode="reflect" if grid_size > 1 else "replicate")[0]  # (s, s + 2)
-    coords = (torch.arange(length, dtype=torch.float64) + 0.5) * (grid_size / length) - 0.5
-    low = coords.floor()
-    frac = coords - low
-    low = low.long() + 1  # index into the padded axis: in [0, s], and low + 1 ≤ s + 1
-    matrix = (padded[:, low] * (1 - frac) + padded[:, low + 1] * frac).T  # (L, s)
-    return matrix.float()[shifts[:, None] + torch.arange(size)]
-
-
-@functools.lru_cache(maxsize=4)
-def rise_masks(height: int, width: int, num_masks: int, grid_size: int, keep_prob: float, seed: int) -> Tensor:
-    """The RISE masks for a ``height × width`` map: ``(M, h, w)`` float32 on the CPU, cached (LRU of 4).
-
-    PAPER.md §4.3: each mask is a binary ``s × s`` grid (cells kept with probability p1), upsampled
-    linearly with mirrored borders to ``(s+1)·⌈h/s⌉ × (s+1)·⌈w/s⌉`` — the authors'
-    ``skimage.transform.resize(order=1, mode="reflect")``, to float rounding (:func:`upsampling_rows`) — and
-    cropped to ``h × w`` at a random shift in ``[0, ⌈h/s⌉) × [0, ⌈w/s⌉)``. The upsample-and-crop of all
-    masks is one batched product ``rows_m @ grid_m @ cols_mᵀ``, without the ``(M, 525, 525)`` temporary
-    at 448². All draws come from a CPU ``torch.Generator`` seeded with ``seed`` (grids, then row shifts,
-    then column shifts), so masks are reproducible and the same on every device. The returned tensor is
-    shared by the cache: never modify it.
-    """
-    logger.debug("generating %d RISE masks for %d×%d maps (seed %d)", num_masks, height, width, seed)
-    generator = torch.Generator().manual_seed(seed)
-    grids = (torch.rand(num_masks, grid_size, grid_size, generator=generator) < keep_prob).float()
-    shift_h = torch.randint(0, math.ceil(height / grid_size), (num_masks,), generator=generator)
-    shift_w = torch.randint(0, math.ceil(width / grid_size), (num_masks,), generator=generator)
-    rows = upsampling_rows(height, grid_size, shift_h)  # (M, h, s)
-    cols = upsampling_rows(width, grid_size, shift_w)  # (M, w, s)
-    return rows @ grids @ cols.transpose(1, 2)
-
-
-@functools.lru_cache(maxsize=2)
-def device_masks(device: torch.device, *key: int | float) -> Tensor:
-    """:func:`rise_masks` ``(*key)`` on ``device``, cached there too (the masks of a 448² layer are 800 MB:
-    copied to an accelerator once, not once per batch). Never modify the returned tensor."""
-    return rise_masks(*key).to(device)
-
-
 @dataclass(frozen=True)
 class RISE(Method):
     """RISE (Petsiuk et al. 2018) as configured in PAPER.md §4.3.
 
     Saliency of target c: ``Σ_i softmax_c(f(x ⊙ m_i)) · m_i / (M · p1)`` with the softmax of the
-    explained head. Masks are generated per map resolution (layer) from ``seed`` (:func:`rise_masks`) and
+    explained head. Masks are generated per map resolution (layer) from ``seed`` (:class:`MaskDraws`) and
     shared by every example, so a batch gives the same maps as each example alone.
 
     Attributes:
@@ -288,13 +230,24 @@ class RISE(Method):
             raise ValueError(f"expected keep_prob in (0, 1], got {self.keep_prob!r}")
 
     def __call__(self, task: Task) -> Tensor:
-        """Maps ``(B, T, h, w)`` float32 from M forwards per example (softmax probabilities)."""
+        """Maps ``(B, T, h, w)`` float32 from M forwards per example (softmax probabilities).
+
+        Masks are built ~``task.chunk_size`` inputs at a time, run, and their weighted sum accumulated (float64)
+        before the next chunk is built: memory stays that of one chunk whatever M is, and nothing is kept after
+        the call."""
         x = task.inputs
-        fits_arrays("RISE masks", self.num_masks, x.shape[-2:], "lower [methods.rise] num_masks", x.device)
-        masks = device_masks(x.device, *x.shape[-2:], self.num_masks, self.grid_size, float(self.keep_prob), int(self.seed))
-        perturb_masks = masks.to(dtype=x.dtype)
-        probs = perturbed_targets(task, lambda part: x[:, None] * perturb_masks[part, None], self.num_masks, softmax=True)  # (B, M, T)
-        return torch.einsum("bmt,mhw->bthw", probs, masks) / (self.num_masks * self.keep_prob)
+        height, width = x.shape[-2:]
+        # the masks are built a chunk at a time; their low-resolution draws are kept for all M
+        fits_arrays("RISE masks", self.num_masks, (self.grid_size, self.grid_size), "lower [methods.rise] num_masks", None)
+        draws = MaskDraws.draw(height, width, self.num_masks, self.grid_size, float(self.keep_prob), int(self.seed))
+        total = torch.zeros((task.batch, task.num_targets, *x.shape[-2:]), dtype=torch.float64, device=x.device)
+        for part in chunks(self.num_masks, max(1, task.chunk_size // task.batch)):
+            masks = draws.masks(part).to(x.device)  # (m, h, w)
+            perturb_masks = masks.to(dtype=x.dtype)
+            count = perturb_masks.shape[0]
+            probs = perturbed_targets(task, lambda sub: x[:, None] * perturb_masks[sub, None], count, softmax=True)  # (B, m, T)
+            total += torch.einsum("bmt,mhw->bthw", probs.double(), masks.double())
+        return (total / (self.num_masks * self.keep_prob)).float()
 
 
 register("rise", RISE())

@@ -152,8 +152,30 @@ class StagedModel:
         """One-line error before a run when cells of ``cell_shape`` ``(C, H, W)`` cannot be evaluated.
 
         Runs the stages on one zero cell (wrong channel counts or too small cells fail here, not mid-run); with
-        ``gridpg``, a fully connected classifier must see exactly its training window of final features.
+        ``gridpg``, a fully connected classifier must see exactly its training window of final features. The probe
+        forward runs once per (cell shape, device, dtype) and parameter set (:meth:`_probe_side`).
         """
+        side = self._probe_side(tuple(int(v) for v in cell_shape), torch.device(device), dtype)
+        if gridpg:
+            self.grid_head_or_error()
+            if self.window is not None and side != (self.window, self.window):
+                scale = cell_shape[1] * self.window // max(side[0], 1)
+                raise ValueError(
+                    f"expected cells giving {self.window}×{self.window} final features for GridPG's convolutional classifier "
+                    f"of {self.architecture} (about {scale}-px cells), got {side[0]}×{side[1]} from {cell_shape[1]}×{cell_shape[2]} cells"
+                )
+
+    def _probe_side(self, cell_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> tuple[int, int]:
+        """The final features' ``(h, w)`` for one zero cell of ``cell_shape``: the probe forward, cached per
+        (cell shape, device, dtype) and re-run when the stages' or cell head's parameters change (a one-target
+        Grad call is a handful of passes; a probe on every call was 12.6 % of one)."""
+        modules = [m for _, m in self.stages if isinstance(m, nn.Module)] + [self.cell_head]
+        weights = _weights_key(modules)
+        key = (cell_shape, str(device), dtype)
+        cache: dict = self.__dict__.setdefault("_probes", {})
+        hit = cache.get(key)
+        if hit is not None and _same_weights(hit[0], weights):
+            return hit[1]
         probe = torch.zeros((1, *cell_shape), device=device, dtype=dtype)
         with torch.no_grad():
             try:
@@ -164,15 +186,20 @@ class StagedModel:
                     f"expected {self.architecture} to accept {cell_shape[0]}-channel {cell_shape[1]}×{cell_shape[2]} cells, "
                     f"got {type(err).__name__}: {_first_line(err)}"
                 ) from None
-        if gridpg:
-            self.grid_head_or_error()
-            side = tuple(features.shape[-2:])
-            if self.window is not None and side != (self.window, self.window):
-                scale = cell_shape[1] * self.window // max(side[0], 1)
-                raise ValueError(
-                    f"expected cells giving {self.window}×{self.window} final features for GridPG's convolutional classifier "
-                    f"of {self.architecture} (about {scale}-px cells), got {side[0]}×{side[1]} from {cell_shape[1]}×{cell_shape[2]} cells"
-                )
+        side = (int(features.shape[-2]), int(features.shape[-1]))
+        cache[key] = (weights, side)
+        return side
+
+
+def _weights_key(modules: Sequence[nn.Module]) -> tuple:
+    """What a probe's outcome depends on besides the cell shape: every parameter and buffer, by identity, storage
+    and version (a replaced module, parameter or ``.data`` changes one of them; the tensors are held, so an id
+    is never reused while a cache entry lives)."""
+    return tuple((t, t.data_ptr(), t._version, tuple(t.shape)) for m in modules for t in (*m.parameters(), *m.buffers()))
+
+
+def _same_weights(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x[0] is y[0] and x[1:] == y[1:] for x, y in zip(a, b))
 
 
 def _first_line(err: BaseException) -> str:
