@@ -64,6 +64,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from attreval.models.splitters.layer_rule import RuledStagedModel
 from attreval.models.splitters.tokens import explicit_attention, pack, pack_grad, unpack  # noqa: F401 - re-exported
 from attreval.models.staged import StagedModel
 
@@ -193,7 +194,7 @@ class TokenHead(nn.Module):
 
 
 @dataclass(frozen=True, eq=False)
-class TokenStagedModel(StagedModel):
+class TokenStagedModel(RuledStagedModel):
     """A :class:`StagedModel` of a transformer, with DiPart's head.
 
     Attributes:
@@ -238,7 +239,7 @@ class ViTSplitter:
             and not getattr(model, "pool_include_prefix", False)
             and not getattr(model.patch_embed, "dynamic_img_pad", False)
             and hasattr(model.patch_embed, "proj")
-            and getattr(model.patch_embed, "flatten", True)
+            and (getattr(model.patch_embed, "flatten", True) or bool(getattr(model, "dynamic_img_size", False)))
         )
 
     @staticmethod
