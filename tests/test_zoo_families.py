@@ -1,6 +1,6 @@
 """The families a newcomer brings beyond the CNN zoo (issue 25): hierarchical transformers (Swin, Swin-v2, MaxViT,
 TinyViT, EfficientViT, MobileViT), multi-branch CNNs (HRNet, Xception) and the timm families that run at one input
-size only (BEiT, PiT, LeViT, EfficientFormer) or that torch.fx cannot trace (EVA-02, XCiT).
+size only (BEiT, PiT, LeViT, EfficientFormer) or whose blocks take more than the tokens (EVA-02, XCiT).
 
 Every family either splits — logits reproduced at the cell size, DiFull's input gradient of head h exactly zero
 outside cell h, middle strictly above final in resolution, GridPG running at middle — or is refused with one line
@@ -52,16 +52,16 @@ FAMILIES = [
     ("maxvit", timm_model("maxvit_pico_rw_256", img_size=64), 64, "stages"),
     ("tinyvit", timm_model("tiny_vit_5m_224"), 64, "stages"),
     ("efficientvit", timm_model("efficientvit_b0"), 64, "stages"),
-    ("efficientvit_msra", timm_model("efficientvit_m0"), 64, "stages"),
     ("mobilevit", timm_model("mobilevit_xxs"), 64, "stages"),
     ("hrnet", timm_model("hrnet_w18_small"), 32, "timm"),
     ("xception", timm_model("xception41"), 64, "timm"),
     ("beit", timm_model("beit_base_patch16_224", depth=1, embed_dim=32, num_heads=1), 64, "refused: BEiT"),
-    ("eva02", timm_model("eva02_tiny_patch14_224", depth=1), 56, "refused: EVA"),
+    ("eva02", timm_model("eva02_tiny_patch14_224", depth=2, dynamic_img_size=True), 56, "tokens"),
+    ("eva02_fixed", timm_model("eva02_tiny_patch14_224", depth=1), 56, "refused: dynamic_img_size=True"),
     ("pit", timm_model("pit_ti_224"), 64, "refused: PiT"),
     ("levit", timm_model("levit_128s"), 64, "refused: LeViT"),
     ("efficientformer", timm_model("efficientformer_l1"), 64, "refused: EfficientFormer"),
-    ("xcit", timm_model("xcit_nano_12_p16_224", depth=1), 64, "refused: XCiT"),
+    ("xcit", timm_model("xcit_nano_12_p16_224", depth=2), 64, "tokens"),
 ]
 
 
@@ -183,16 +183,24 @@ def test_family_splits_exactly_or_is_refused_in_one_line(name, cell, expect):
         torch.testing.assert_close(staged.cell_head(staged.run(x)), model(x), rtol=1e-4, atol=1e-5)
         middle = staged.run(x, 0, staged.index("middle"))
         final = staged.run(middle, staged.index("middle"), staged.index("final"))
-    # middle strictly above final at these cells (xception41 at 64 px: blocks.1 8×8 over act 2×2, was act's 2×2 before)
-    assert middle.dim() == final.dim() == 4 and middle.shape[-1] > final.shape[-1] and middle.shape[-2] > final.shape[-2]
+    # middle strictly above final at these cells (xception41 at 64 px: blocks.1 8×8 over act 2×2, was act's 2×2 before);
+    # token maps (EVA, XCiT) keep one resolution by design, as ViT's (docs/transformers.md), but middle is an earlier block
+    if expect == "tokens":
+        assert staged.index("middle") < staged.index("final") and middle.shape == final.shape
+    else:
+        assert middle.dim() == final.dim() == 4 and middle.shape[-1] > final.shape[-1] and middle.shape[-2] > final.shape[-2]
 
     images = torch.randn(1, 3, 2 * cell, 2 * cell, generator=torch.Generator().manual_seed(1))
     maps = attreval.attribute(staged, images, torch.tensor([[0, 3]]), "grad", setting="difull")
     assert maps[0, 0, cell:, :].abs().sum() == 0 and maps[0, 0, :, cell:].abs().sum() == 0  # head 0 sees cell 0 only
     assert maps[0, 1, :cell, :].abs().sum() == 0 and maps[0, 1, :, :cell].abs().sum() == 0
     assert maps[0, 0, :cell, :cell].abs().sum() > 0
-    pooled = attreval.attribute(staged, images, torch.tensor([[0, 1, 2, 3]]), "grad", setting="gridpg", layer="middle")
-    assert torch.isfinite(pooled).all() and pooled.abs().sum() > 0
+    if name == "xcit":  # its class-attention head does not pool a tiling of one cell's tokens: GridPG refused in one line
+        with pytest.raises(ValueError, match="pooled over a grid for GridPG"):
+            attreval.attribute(staged, images, torch.tensor([[0, 1, 2, 3]]), "grad", setting="gridpg", layer="middle")
+    else:
+        pooled = attreval.attribute(staged, images, torch.tensor([[0, 1, 2, 3]]), "grad", setting="gridpg", layer="middle")
+        assert torch.isfinite(pooled).all() and pooled.abs().sum() > 0
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
 
 
@@ -208,3 +216,18 @@ def test_torchvision_swin_t_middle_is_a_real_stage_above_final():
     sides = {layer: shape[-1] for layer, _, shape in rows}
     assert staged.aliases == {"middle": "features.3", "final": "features.7"}
     assert (sides["features.3"], sides["features.7"]) == (28, 7)
+
+
+def test_a_splitter_failing_inside_a_model_is_one_line_not_a_traceback(monkeypatch):
+    """XCiT used to end in a bare StopIteration from inside the graph splitter; any exception a splitter raises is
+    now a one-line refusal naming the model, the error and the StagedModel route."""
+    from attreval.models.splitters.graph import GraphSplitter
+
+    def broken(self, model, probe):
+        raise StopIteration
+
+    monkeypatch.setattr(GraphSplitter, "split", broken)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, K)).eval()
+    with pytest.raises(ValueError, match=r"cannot split Sequential into stages \(the graph splitter failed: StopIteration") as err:
+        attreval.split_model(model, (3, 16, 16))
+    assert "\n" not in str(err.value) and "StagedModel" in str(err.value)

@@ -143,6 +143,7 @@ from attreval.models.splitters.refused import RefusedSplitter  # noqa: E402
 from attreval.models.splitters.resnet import ResNetSplitter  # noqa: E402
 from attreval.models.splitters.stages import StageSplitter  # noqa: E402
 from attreval.models.splitters.timm_models import TimmSplitter  # noqa: E402
+from attreval.models.splitters.token_families import TokenFamilySplitter  # noqa: E402
 from attreval.models.splitters.vgg import VGGSplitter  # noqa: E402
 from attreval.models.splitters.vit import TokenStagedModel, ViTSplitter  # noqa: E402
 
@@ -152,6 +153,7 @@ SPLITTERS.register("resnet")(ResNetSplitter())
 SPLITTERS.register("vit")(ViTSplitter())
 # before "timm" and "graph": families torch.fx cannot trace at grid size, split by their stage layout / refused
 SPLITTERS.register("stages")(StageSplitter())
+SPLITTERS.register("tokens")(TokenFamilySplitter())
 SPLITTERS.register("refused")(RefusedSplitter())
 SPLITTERS.register("timm")(TimmSplitter())
 SPLITTERS.register("graph")(GraphSplitter())

@@ -23,8 +23,7 @@ REASONS: dict[str, tuple[str, str]] = {
     "LevitDistilled": ("timm.", f"timm LeViT {_FIXED} (attention biases of one resolution)"),
     "EfficientFormer": ("timm.", f"timm EfficientFormer {_FIXED} (its last stage's attention biases)"),
     "EfficientFormerV2": ("timm.", f"timm EfficientFormer-v2 {_FIXED} (attention biases of one resolution)"),
-    "Xcit": ("timm.", "timm XCiT's blocks take the patch grid as arguments, which torch.fx cannot trace"),
-    "Eva": ("timm.", "timm EVA / EVA-02's blocks take rotary embeddings of the patch grid as an argument, which torch.fx cannot trace"),
+    "Eva": ("timm.", f"timm EVA / EVA-02 built without dynamic_img_size=True {_FIXED}"),
     "MaxVit": ("torchvision.", f"torchvision MaxViT {_FIXED} (partition grids fixed at construction; timm's maxvit_* splits)"),
 }
 
