@@ -4,7 +4,7 @@ cannot trace (shape asserts, windowed attention) or whose stage outputs are chan
 * torchvision ``SwinTransformer`` (Swin and Swin-v2): ``features.0`` (patch embedding), ``features.1``, then
   one stage per patch merging + blocks (``features.3``, ``features.5``, ``features.7``, the last with ``norm``);
 * timm ``SwinTransformer`` / ``SwinTransformerV2`` (``patch_embed``, ``layers.i``), ``MaxxVit`` (MaxViT),
-  ``TinyVit``, ``EfficientVit`` / ``EfficientVitMsra``, ``ByobNet`` (MobileViT, MobileViT-v2): the first
+  ``TinyVit``, ``EfficientVit`` / ``EfficientVitMsra``, ``ByobNet`` (MobileViT, MobileViT-v2), ``MambaOut``: the first
   child, then ``stages.i`` / ``layers.i`` (the last with ``norm`` / ``final_conv``), then ``forward_head``.
 
 Every stage output is a ``(B, C, h, w)`` map: channels-last stage outputs (Swin's ``(B, h, w, C)``) are
@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover
     _TvSwin = None
 
 #: timm classes split by their attribute layout (first child, a stage container, post modules, forward_head).
-TIMM_CLASSES = ("SwinTransformer", "SwinTransformerV2", "MaxxVit", "TinyVit", "EfficientVit", "EfficientVitMsra", "ByobNet")
+TIMM_CLASSES = ("SwinTransformer", "SwinTransformerV2", "MaxxVit", "TinyVit", "EfficientVit", "EfficientVitMsra", "ByobNet", "MambaOut")
 _CONTAINERS = ("stages", "layers")
 _POST = ("norm", "final_conv", "norm_pre")
 
@@ -78,8 +78,8 @@ def _timm_name(model: nn.Module) -> str | None:
 
 
 class StageSplitter:
-    """Accepts torchvision Swin / Swin-v2 and timm Swin, Swin-v2, MaxViT, TinyViT, EfficientViT and ByobNet
-    (MobileViT) models: stem, stages, head by their attribute layout, channels-last outputs permuted."""
+    """Accepts torchvision Swin / Swin-v2 and timm Swin, Swin-v2, MaxViT, TinyViT, EfficientViT, ByobNet
+    (MobileViT) and MambaOut models: stem, stages, head by their attribute layout, channels-last outputs permuted."""
 
     def accepts(self, model: nn.Module) -> bool:
         tv = _TvSwin is not None and isinstance(model, _TvSwin) and type(model).forward is _TvSwin.forward
