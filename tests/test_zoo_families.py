@@ -233,3 +233,16 @@ def test_a_splitter_failing_inside_a_model_is_one_line_not_a_traceback(monkeypat
     with pytest.raises(ValueError, match=r"cannot split Sequential into stages \(the graph splitter failed: StopIteration") as err:
         attreval.split_model(model, (3, 16, 16))
     assert "\n" not in str(err.value) and "StagedModel" in str(err.value)
+
+
+def test_timm_names_are_built_for_any_input_size_where_the_family_allows_it():
+    """`timm:NAME` in a config builds with dynamic_img_size=True where the constructor takes it (Swin, EVA, ViT …:
+    cells and grids of other sizes than the training images split), plainly otherwise; the weights' keys are the same."""
+    pytest.importorskip("timm")
+    from attreval.models.loading import _timm_create
+
+    swin = _timm_create("swin_tiny_patch4_window7_224", K)
+    assert swin.patch_embed.strict_img_size is False
+    plain = timm_model("swin_tiny_patch4_window7_224")()
+    assert swin.state_dict().keys() == plain.state_dict().keys()
+    assert type(_timm_create("resnet10t", K)).__name__ == "ResNet"  # no dynamic_img_size: built as it is
