@@ -129,6 +129,8 @@ def _list_layers(args: argparse.Namespace) -> int:
     print(f"{staged.architecture}: layers for a {tuple(probe.shape[1:])} input (middle / final by the splitter's rule)")
     for layer, alias, act in describe_layers(staged, probe):
         print(f"{layer:28s} {alias:8s} {'×'.join(str(v) for v in act)}")
+    for alias, reason in getattr(staged, "refusals", {}).items():  # e.g. no stage above final's resolution
+        print(f"{alias}: not given — {reason}")
     return 0
 
 

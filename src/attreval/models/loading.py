@@ -56,10 +56,10 @@ def load_model(name: str, weights: str = "", num_classes: int = 0, layers: Seque
 def _external(name: str, weights: str, num_classes: int) -> nn.Module:
     if name.startswith("timm:"):
         try:
-            import timm
+            import timm  # noqa: F401 - only checks that timm is installed
         except ImportError:
             raise ValueError("expected the timm package for a 'timm:' model, got none (pip install attreval[timm])") from None
-        build = lambda: timm.create_model(name[5:], pretrained=False, num_classes=num_classes)
+        build = lambda: _timm_create(name[5:], num_classes)
     else:
         names = torchvision_names()
         if name not in names:
@@ -74,6 +74,18 @@ def _external(name: str, weights: str, num_classes: int) -> nn.Module:
     return _load_weights(build(), name, weights, num_classes)
 
 
+def _timm_create(name: str, num_classes: int) -> nn.Module:
+    """A timm model built to run at any input size where its family allows it (``dynamic_img_size=True``:
+    Swin, Swin-v2, EVA-02, ViT …), so cells and grids of other sizes than its training images split; families
+    without the option are built as they are. Never pretrained (nothing is downloaded)."""
+    import timm
+
+    try:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, dynamic_img_size=True)
+    except TypeError:  # the family's constructor has no dynamic_img_size
+        return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+
 def build_architecture(name: str, num_classes: int = 0, architecture: str = "") -> nn.Module:
     """The untrained model of a config entry (for ``attreval list layers``: the split needs no weights)."""
     if architecture:
@@ -85,9 +97,7 @@ def build_architecture(name: str, num_classes: int = 0, architecture: str = "") 
 
         return build_model(name).eval()
     if name.startswith("timm:"):
-        import timm
-
-        return timm.create_model(name[5:], pretrained=False, num_classes=num_classes or 1000).eval()
+        return _timm_create(name[5:], num_classes or 1000).eval()
     if name not in torchvision_names():
         from attreval.registry import unknown_name_error
 

@@ -162,7 +162,10 @@ class StagedModel:
                 scale = cell_shape[1] * self.window // max(side[0], 1)
                 raise ValueError(
                     f"expected cells giving {self.window}×{self.window} final features for GridPG's convolutional classifier "
-                    f"of {self.architecture} (about {scale}-px cells), got {side[0]}×{side[1]} from {cell_shape[1]}×{cell_shape[2]} cells"
+                    f"of {self.architecture} (its fully connected layer slid over the grid's feature map as a {self.window}×{self.window} "
+                    f"window, one window per cell: about {scale}-px cells for this model, whatever size it was trained at), got "
+                    f"{side[0]}×{side[1]} from {cell_shape[1]}×{cell_shape[2]} cells; a model whose pooling resizes small maps to "
+                    f"{self.window}×{self.window} cannot be slid: use DiFull/DiPart, or a StagedModel with a pooling grid_head"
                 )
 
     def _probe_side(self, cell_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> tuple[int, int]:

@@ -15,6 +15,7 @@ class that has ``accepts(model)``, ``probe_shape(model)`` and ``split(model, pro
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import weakref
 from collections.abc import Sequence
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from attreval.models.splitters.common import in_channels, model_device, probe_input
+from attreval.models.splitters.layer_rule import RuledStagedModel, middle_refusal
 from attreval.models.staged import StagedModel, StagedModule
 from attreval.registry import Registry
 
@@ -90,11 +92,31 @@ def split_model(model: nn.Module | StagedModel, probe: Tensor | Sequence[int] | 
     log.debug("splitting %s with the %s splitter (probe %s)", type(model).__name__, name, tuple(probe.shape))
     try:
         staged = splitter.split(model, probe)
-    except ValueError as err:
-        raise ValueError(_refusal(model, f"the {name} splitter failed: {err}")) from None
+    except Exception as err:  # never a traceback from inside a model (XCiT's bare StopIteration …)
+        detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else "no message"
+        reason = detail if isinstance(err, ValueError) else f"{type(err).__name__}: {detail}"
+        raise ValueError(_refusal(model, f"the {name} splitter failed: {reason}")) from None
     staged.verify(model, probe)
+    staged = _guard_middle(staged, probe)
     _CACHE[model][key] = staged
     return staged
+
+
+def _guard_middle(staged: StagedModel, probe: Tensor) -> StagedModel:
+    """The split, with ``middle`` refused (one line naming the stages and their resolutions) if the splitter's
+    middle stage is not strictly above final's resolution on the probe. Token models (ViT) keep one
+    resolution by design and are left alone (docs/transformers.md)."""
+    if not isinstance(staged, RuledStagedModel) or isinstance(staged, TokenStagedModel) or "middle" not in staged.aliases:
+        return staged
+    rows = describe_layers(staged, probe)
+    sides = {layer: (int(shape[-2]), int(shape[-1])) for layer, _, shape in rows if len(shape) == 3}
+    middle, final = sides.get(staged.aliases["middle"]), sides.get(staged.aliases["final"])
+    if middle is None or final is None or middle[0] * middle[1] > final[0] * final[1]:
+        return staged
+    names = [layer for layer, _, _ in rows[1:] if layer in sides]
+    message = middle_refusal(staged.architecture, names, [sides[n] for n in names], int(probe.shape[-1]))
+    aliases = {k: v for k, v in staged.aliases.items() if k != "middle"}
+    return dataclasses.replace(staged, aliases=aliases, refusals={**staged.refusals, "middle": message})
 
 
 def _refusal(model: nn.Module, reason: str) -> str:
@@ -117,15 +139,22 @@ def describe_layers(staged: StagedModel, probe: Tensor) -> list[tuple[str, str, 
 
 # The registry lines, in the order splitters are tried (strict family rules first, the fx fallback last).
 from attreval.models.splitters.graph import GraphSplitter  # noqa: E402
+from attreval.models.splitters.refused import RefusedSplitter  # noqa: E402
 from attreval.models.splitters.resnet import ResNetSplitter  # noqa: E402
+from attreval.models.splitters.stages import StageSplitter  # noqa: E402
 from attreval.models.splitters.timm_models import TimmSplitter  # noqa: E402
+from attreval.models.splitters.token_families import TokenFamilySplitter  # noqa: E402
 from attreval.models.splitters.vgg import VGGSplitter  # noqa: E402
-from attreval.models.splitters.vit import ViTSplitter  # noqa: E402
+from attreval.models.splitters.vit import TokenStagedModel, ViTSplitter  # noqa: E402
 
 SPLITTERS.register("vgg")(VGGSplitter())
 SPLITTERS.register("resnet")(ResNetSplitter())
 # before "timm": a timm ViT has a feature_info too, but its blocks' outputs are token sequences, not maps
 SPLITTERS.register("vit")(ViTSplitter())
+# before "timm" and "graph": families torch.fx cannot trace at grid size, split by their stage layout / refused
+SPLITTERS.register("stages")(StageSplitter())
+SPLITTERS.register("tokens")(TokenFamilySplitter())
+SPLITTERS.register("refused")(RefusedSplitter())
 SPLITTERS.register("timm")(TimmSplitter())
 SPLITTERS.register("graph")(GraphSplitter())
 

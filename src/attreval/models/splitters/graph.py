@@ -27,7 +27,6 @@ writes into the activations it is given.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,6 +34,7 @@ import torch
 from torch import Tensor, fx, nn
 
 from attreval.models.splitters.common import in_channels, model_device
+from attreval.models.splitters.layer_rule import RuledStagedModel, rule_aliases
 from attreval.models.staged import StagedModel
 
 HEAD_NAMES = ("classifier", "fc", "head", "heads", "global_pool", "avgpool", "head_drop", "pre_logits", "last_linear", "flatten")
@@ -139,7 +139,7 @@ class GraphCut:
         """The last spatial cut outside the head modules."""
         heads = tuple(head_names)
         inside_head = lambda node: any(p.split(".")[0] in heads or p in heads for p in module_path(node))
-        finals = [n for n in self.nodes if n in self.cuts and n in self.spatial and not inside_head(n)]
+        finals = [n for n in self.nodes if n in self.cuts and n in self.spatial and not inside_head(n) and n.op != "placeholder"]
         if not finals:
             raise ValueError("found no spatial feature map that alone feeds the classifier")
         return finals[-1]
@@ -169,16 +169,16 @@ class GraphCut:
             stages.append((name, self.subgraph(start, end, name)))
             start = end
         head = self.subgraph(ends[-1], len(self.nodes) - 1, "head")
-        aliases = {"middle": names[self.middle_index(ends)], "final": names[-1]}
+        sides = [self.side_of(self.nodes[i]) for i in ends]
+        aliases, refusals = rule_aliases(architecture, names, sides, self.side)
         grid_head = head if self.pools(stages, head) else None
-        return StagedModel(tuple(stages), head, grid_head, aliases, architecture)
+        return RuledStagedModel(tuple(stages), head, grid_head, aliases, architecture, refusals=refusals)
 
-    def middle_index(self, ends: list[int]) -> int:
-        """Index of the first stage whose reduction reaches ``2^⌈(L+1)/2⌉`` for a final reduction ``2^L``."""
-        # reductions as whole powers of two: unpadded convolutions (Inception) shrink maps by a few pixels
-        levels = [round(math.log2(self.side / self.shape[self.nodes[i]][-1])) for i in ends]
-        target = math.ceil((levels[-1] + 1) / 2)
-        return next(i for i, level in enumerate(levels) if level >= target)
+    def side_of(self, node: fx.Node) -> tuple[int, int]:
+        """``(h, w)`` of a spatial node's map on the probe."""
+        shape = self.shape[node]
+        assert shape is not None
+        return int(shape[-2]), int(shape[-1])
 
     def pools(self, stages: list[tuple[str, nn.Module]], head: nn.Module) -> bool:
         """Whether the head is a global pooling head: equal logits on a 2×2 tiling of one cell's features."""

@@ -14,6 +14,7 @@ import math
 from torch import Tensor, nn
 
 from attreval.models.splitters.common import in_channels
+from attreval.models.splitters.layer_rule import RuledStagedModel
 from attreval.models.staged import StagedModel
 
 
@@ -58,4 +59,4 @@ class ResNetSplitter:
         stages += [(name, getattr(model, name)) for name in layers[1:]]
         head = nn.Sequential(_pool_of(model), nn.Flatten(1), model.fc)
         aliases = {"middle": layers[math.ceil(len(layers) / 2) - 1], "final": layers[-1]}
-        return StagedModel(tuple(stages), head, head, aliases, f"ResNet-like {type(model).__name__}")
+        return RuledStagedModel(tuple(stages), head, head, aliases, f"ResNet-like {type(model).__name__}")

@@ -32,10 +32,23 @@ class TimmSplitter:
         classifier = _classifier_name(model)
         heads = HEAD_NAMES + ((classifier,) if classifier else ())
         boundaries = [info["module"] for info in _infos(model)]
-        missing = [b for b in boundaries if b not in cut.last_node]
-        if missing:
-            raise ValueError(f"expected the feature_info modules to run in forward, got {missing} unused")
-        return cut.staged(boundaries, heads, f"timm {type(model).__name__}")
+        if any(b not in cut.last_node for b in boundaries):  # HRNet's feature_info names its features-only modules
+            boundaries = cut.structural_boundaries(heads)
+        return cut.staged(_at_cuts(cut, boundaries), heads, f"timm {type(model).__name__}")
+
+
+def _at_cuts(cut: GraphCut, boundaries: list[str]) -> list[str]:
+    """Each ``feature_info`` module, or where it ends inside a residual block (Xception's
+    ``blocks.1.stack.act3``, where the shortcut is still live), the module ending at the last spatial cut
+    before it: the previous block's output, a map of the same resolution."""
+    out: list[str] = []
+    for path in boundaries:
+        if not cut.is_stage_end(path):
+            before = [i for i in range(cut.last_node[path], -1, -1) if cut.nodes[i] in cut.cuts and cut.nodes[i] in cut.spatial]
+            path = cut.name_of(cut.nodes[before[0]], set(out)) if before else ""
+        if path and path in cut.last_node and path not in out:
+            out.append(path)
+    return out
 
 
 def _infos(model: nn.Module) -> list[dict]:

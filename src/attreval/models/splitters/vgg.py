@@ -6,7 +6,8 @@ Stages end after the ReLU of every conv (``conv1`` … ``convK``); the modules a
 max-pool) form the stage ``pool``. PAPER.md §2: VGG11 middle = Conv5 (``features[12]``), final = Conv8
 (``features[19]``, before the last max-pool). The rule: final = the last conv; middle = the first conv of
 block ⌈blocks/2⌉ (0-based, blocks separated by pooling), which gives Conv5 for VGG11 and Conv3 for the
-CIFAR-10 VGG11 without its last two convs (PAPER.md §2 table).
+CIFAR-10 VGG11 without its last two convs (PAPER.md §2 table), but at most the block before final's, so that
+middle is always above final's resolution (AlexNet: conv2, 27×27 at 224 px, not conv3 at final's 13×13).
 
 GridPG (§1.2): the classifier slides over the grid's features as ``Conv2d`` modules built from the
 ``Linear`` weights (first kernel ``d × d``, then 1 × 1), and the window logits are averaged; VGG's own
@@ -20,6 +21,7 @@ import math
 from torch import Tensor, nn
 
 from attreval.models.splitters.common import in_channels
+from attreval.models.splitters.layer_rule import RuledStagedModel
 from attreval.models.staged import StagedModel
 
 FEATURE_LAYERS = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, nn.BatchNorm2d, nn.Dropout, nn.Identity, nn.LocalResponseNorm)
@@ -125,10 +127,18 @@ class VGGSplitter:
         if current:
             stages.append(("pool", nn.Sequential(*current)))
         num_blocks = max(block_of_conv) + 1
-        middle = block_of_conv.index(min(math.ceil(num_blocks / 2), num_blocks - 1)) + 1
-        aliases = {"middle": f"conv{middle}", "final": f"conv{len(block_of_conv)}"}
+        aliases, refusals = {"final": f"conv{len(block_of_conv)}"}, {}
+        if num_blocks >= 2:  # middle's block is before final's: a pool lies between them (AlexNet: conv2, not conv3)
+            aliases["middle"] = f"conv{block_of_conv.index(min(math.ceil(num_blocks / 2), num_blocks - 2)) + 1}"
+        else:
+            refusals["middle"] = (
+                f"expected a middle layer above the final layer's resolution in VGG-like {type(model).__name__}, got "
+                f"convs conv1 … conv{len(block_of_conv)} all before its first pool (one resolution); use 'final' or name a conv"
+            )
         channels, side = self.window(model)
         pool = getattr(model, "avgpool", nn.Identity())
         cell_head = nn.Sequential(pool, nn.Flatten(1), *_as_list(model.classifier))
         grid_head = sliding_classifier(_as_list(model.classifier), channels, side)
-        return StagedModel(tuple(stages), cell_head, grid_head, aliases, f"VGG-like {type(model).__name__}", window=side)
+        return RuledStagedModel(
+            tuple(stages), cell_head, grid_head, aliases, f"VGG-like {type(model).__name__}", window=side, refusals=refusals
+        )

@@ -64,8 +64,8 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
+from attreval.models.splitters.layer_rule import RuledStagedModel
 from attreval.models.splitters.tokens import explicit_attention, pack, pack_grad, unpack  # noqa: F401 - re-exported
-from attreval.models.staged import StagedModel
 
 try:  # timm is optional for torchvision-only installs
     from timm.layers import resample_abs_pos_embed
@@ -87,10 +87,6 @@ def _check_patches(x: Tensor, patch: tuple[int, int], what: str) -> tuple[int, i
             f"expected images (B, C, H, W) with sides divisible by the patch size {patch[0]}×{patch[1]} of {what}, got {tuple(x.shape)}"
         )
     return x.shape[-2] // patch[0], x.shape[-1] // patch[1]
-
-
-# --------------------------------------------------------------------------------------------------
-# Stages
 
 
 class TimmEmbed(nn.Module):
@@ -193,7 +189,7 @@ class TokenHead(nn.Module):
 
 
 @dataclass(frozen=True, eq=False)
-class TokenStagedModel(StagedModel):
+class TokenStagedModel(RuledStagedModel):
     """A :class:`StagedModel` of a transformer, with DiPart's head.
 
     Attributes:
@@ -238,7 +234,7 @@ class ViTSplitter:
             and not getattr(model, "pool_include_prefix", False)
             and not getattr(model.patch_embed, "dynamic_img_pad", False)
             and hasattr(model.patch_embed, "proj")
-            and getattr(model.patch_embed, "flatten", True)
+            and (getattr(model.patch_embed, "flatten", True) or bool(getattr(model, "dynamic_img_size", False)))
         )
 
     @staticmethod
@@ -251,7 +247,7 @@ class ViTSplitter:
         h, w = (int(v) for v in model.patch_embed.img_size)
         return int(model.patch_embed.proj.in_channels), h, w
 
-    def split(self, model: nn.Module, probe: Tensor) -> StagedModel:
+    def split(self, model: nn.Module, probe: Tensor) -> TokenStagedModel:
         if self._torchvision(model):
             return self._split_torchvision(model)
         from timm.models.deit import VisionTransformerDistilled
@@ -278,7 +274,7 @@ class ViTSplitter:
             num_extra=e,
         )
 
-    def _split_torchvision(self, model: nn.Module) -> StagedModel:
+    def _split_torchvision(self, model: nn.Module) -> TokenStagedModel:
         layers = list(model.encoder.layers.named_children())
         stages: list[tuple[str, nn.Module]] = [("conv_proj", TorchvisionEmbed(model))]  # the embedding, then the blocks
         stages += [
