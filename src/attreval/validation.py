@@ -51,3 +51,14 @@ def choice(name: str, value: Any, choices: tuple[str, ...]) -> Any:
     if value not in choices:
         raise ValueError(f"expected {name} in {choices}, got {value!r}")
     return value
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message (at most ``limit`` characters), or its type's name when it has none:
+    what a one-line error quotes of the error it replaces.
+
+    >>> first_line(RuntimeError("shapes cannot be multiplied\\nlong details")), first_line(KeyError())
+    ('shapes cannot be multiplied', 'KeyError')
+    """
+    lines = str(err).strip().splitlines()
+    return lines[0][:limit] if lines else type(err).__name__
