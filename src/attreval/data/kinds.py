@@ -68,16 +68,16 @@ def _cifar10(request: DataRequest) -> Dataset:
 
 @DATASETS.register("imagefolder")
 def _image_folder(request: DataRequest) -> Dataset:
-    from attreval.data import folders
+    from attreval.data.folders import image_folder_dataset  # PIL and torchvision transforms only when asked
 
-    return folders.image_folder_dataset(request.require_root("imagefolder"), request.resize, request.crop, **request.preprocessing)
+    return image_folder_dataset(request.require_root("imagefolder"), request.resize, request.crop, **request.preprocessing)
 
 
 @DATASETS.register("flat")
 def _flat(request: DataRequest) -> Dataset:
-    from attreval.data import folders
+    from attreval.data.folders import labeled_folder_dataset
 
     root = request.require_root("flat")
     if not request.labels_file:
         raise ValueError("expected [data] labels_file for data kind 'flat', got none")
-    return folders.labeled_folder_dataset(root, request.labels_file, request.resize, request.crop, **request.preprocessing)
+    return labeled_folder_dataset(root, request.labels_file, request.resize, request.crop, **request.preprocessing)
