@@ -174,7 +174,9 @@ def test_the_toy_setting_is_not_grid_pointing_game(registered):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layer", LAYERS)
-def test_every_registered_method_runs_on_the_toy_setting(layer, model, registered):
+@pytest.mark.parametrize("family", ["vgg", "vit"])  # LRP's CNN and the attention methods' transformer
+def test_every_registered_method_runs_on_the_toy_setting(family, layer, registered):
+    model = FAMILIES[family]()
     g = torch.Generator().manual_seed(2)
     images = torch.randn(2, 3, N * CELL, N * CELL, generator=g)
     targets = torch.stack([torch.randperm(10, generator=g)[: N * N] for _ in range(2)])
@@ -194,4 +196,9 @@ def test_every_registered_method_runs_on_the_toy_setting(layer, model, registere
         h, w = setting.activations(images, layer).shape[-2:]
         assert maps.shape == (2, N * N, h, w) and torch.isfinite(maps).all() and maps.abs().sum() > 0, name
         ran.append(name)
-    assert "occlusion" in ran and "grad" in ran and len(ran) >= len(METHODS.names()) // 2
+    assert {n for n in METHODS.names() if not METHODS.get(n).needs} <= set(ran) and "occlusion" in ran
+    assert "guided_backprop" in ran and "score_cam" in ran  # needs met by every setting's tail: modules, whole
+    if family == "vit":
+        assert {"attention_rollout", "chefer"} <= set(ran)  # the token map through the toy's mean view
+    elif importlib.util.find_spec("zennit") is not None:
+        assert "lrp_epsilon" in ran
