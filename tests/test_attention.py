@@ -14,6 +14,7 @@ from attreval.cli import main
 from attreval.grid import GridSpec
 from attreval.methods.attention import readout
 from attreval.models.splitters.vit import explicit_attention
+from attreval.settings import SETTINGS
 from test_contract import all_hooks
 from tiny_models import tiny_model, tiny_run_config
 from tiny_vit import tiny_torchvision_vit, tiny_vit
@@ -141,7 +142,7 @@ def test_difull_maps_are_zero_outside_the_heads_cell(name, layer):
 
 
 @pytest.mark.parametrize("name", METHODS)
-@pytest.mark.parametrize("setting", ["gridpg", "difull", "dipart"])
+@pytest.mark.parametrize("setting", SETTINGS.names())
 def test_batch_targets_and_model_untouched(name, setting):
     model = tiny_vit("avg", reg=1, img=CELL, patch=4, dim=8, seed=5)
     fused = [b.attn.fused_attn for b in model.blocks]

@@ -121,3 +121,6 @@ def test_list_names_every_method(capsys):
     assert main(["list", "methods"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in METHODS.names())
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    for name in METHODS.names():  # what each method needs of the tail (Method.needs), as declared
+        assert f"needs={','.join(sorted(METHODS.get(name).needs)) or '-'} " in lines[name]

@@ -18,7 +18,7 @@ from attreval.cone import ConePlan, ConvRule, Patch, read
 from attreval.methods.perturbation import Occlusion, interval_masks, window_boxes
 from attreval.models.staged import StagedModel
 from attreval.models.zoo import resnet_small, vgg_small
-from attreval.settings import make_setting
+from attreval.settings import SETTINGS, make_setting
 from attreval.tail import DelegatingTail, Occluder
 from tiny_models import randomize_bn, tiny_model
 
@@ -103,7 +103,6 @@ def relative(got: Tensor, ref: Tensor) -> float:
 # (model, setting, layer, kernel, stride): even kernels overhang the border (K=24, s=16 at 64 px: starts −16 … 48;
 # K=32, s=24: −24 … 48), odd ones are clipped at it (K=9, s=30: centres 0, 30, 60); hidden layers get the paper's 5/2 and a strided 3/3. The cheap tiny and shipped
 # models run every setting × layer; torchvision's every setting at the input and one at the middle layer.
-SETTINGS = ("gridpg", "difull", "dipart")
 CASES = [
     *[
         (kind, setting, layer, *window)
@@ -113,7 +112,7 @@ CASES = [
             ("fashion_vgg", {"input": (24, 16), "middle": (5, 2)}),
             ("fashion_resnet", {"input": (9, 20), "middle": (3, 3)}),
         )
-        for setting in SETTINGS
+        for setting in SETTINGS.names()
         for layer, window in windows.items()
     ],
     ("resnet18", "gridpg", "input", 32, 24),
@@ -194,7 +193,7 @@ def mixed_model() -> StagedModel:
     return StagedModel(stages, head, head, {"middle": "b"}, "mixed test model")
 
 
-@pytest.mark.parametrize("setting_name", ["gridpg", "difull", "dipart"])
+@pytest.mark.parametrize("setting_name", SETTINGS.names())
 @pytest.mark.parametrize("layer", ["input", "middle"])
 def test_unknown_module_falls_back_to_full_passes_with_the_same_maps(setting_name, layer):
     staged = mixed_model()

@@ -12,10 +12,10 @@ import torch
 
 import attreval
 from attreval import METHODS
+from attreval.settings import SETTINGS
 from tiny_models import tiny_model
 from tiny_vit import tiny_vit
 
-SETTINGS = ["gridpg", "difull", "dipart"]
 LAYERS = ["input", "middle", "final"]
 N, CELL = 2, 16
 
@@ -56,13 +56,14 @@ def skip_without_extras(name):
 
 
 def skip_inapplicable(name, model, setting, layer):
-    """Methods that say which tails they apply to (``check_tail``: the attention methods need a transformer) are
-    checked where they apply; their refusal elsewhere is tested in tests/test_attention.py."""
-    check = getattr(METHODS.get(name), "check_tail", None)
-    if check is not None:
+    """Methods that need something of the tail (``Method.needs``: the attention methods a transformer, LRP a CNN)
+    are checked where they apply; their refusal elsewhere is tested in tests/test_attention.py and
+    tests/test_methods_lrp.py."""
+    method = METHODS.get(name)
+    if method.needs:
         s = attreval.make_setting(setting, model, N)
         try:
-            check(s.tail(layer, s.default_heads()))
+            method.check_tail(s.tail(layer))
         except ValueError as err:
             pytest.skip(f"{name} does not apply here: {err}")
 
@@ -99,12 +100,10 @@ def close(a, b):
 
 
 @pytest.mark.parametrize("layer", LAYERS)
-@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("setting", SETTINGS.names())
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_contract(name, setting, layer, model, data):
     skip_without_extras(name)
-    if getattr(METHODS.get(name), "requires", ()) == ("zennit",) and type(model).__name__ == "VisionTransformer":
-        pytest.skip("Zennit has no LRP rules for attention / LayerNorm: LRP refuses transformer tails")
     skip_inapplicable(name, model, setting, layer)
     images, labels = data
     targets = targets_for(setting, labels)
@@ -137,7 +136,7 @@ def test_method_contract(name, setting, layer, model, data):
 def test_no_hooks_left_after_an_exception(name, data):
     skip_without_extras(name)
     model = tiny_model("vgg", seed=2)
-    if getattr(METHODS.get(name), "check_tail", None) is not None:  # may refuse CNNs: try it on a ViT too
+    if METHODS.get(name).needs:  # may refuse CNNs: try it on a ViT too
         try:
             skip_inapplicable(name, model, "gridpg", "input")
         except pytest.skip.Exception:

@@ -11,8 +11,8 @@ import torch
 from torch.nn import functional as F
 
 import attreval
-from attreval.analysis.cost import PassCounter
 from attreval.bench import reference_maps, reference_pattern
+from attreval.counting import PassCounter
 from attreval.methods import resolve_method
 from attreval.methods.base import Task
 from attreval.methods.cam import GradCAMPlusPlus

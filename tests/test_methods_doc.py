@@ -9,6 +9,7 @@ import torch
 import attreval
 from attreval.methods import base
 from attreval.methods.catalogue import BEGIN, DOCUMENTS, END, method_table
+from attreval.settings import SETTINGS
 from tiny_models import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def test_the_documented_method_works_in_every_setting(gradient_shap):
     images = torch.randn(3, 3, 32, 32, generator=g)
     labels = torch.stack([torch.randperm(10, generator=g)[:4] for _ in range(3)])
     method = type(gradient_shap)(**type(gradient_shap).test_preset)
-    for setting in ("gridpg", "difull", "dipart"):
+    for setting in SETTINGS.names():
         targets = labels if setting == "gridpg" else labels[:, [0, 3]]
         maps = attreval.attribute(model, images, targets, method, setting=setting)
         alone = attreval.attribute(model, images[1:2], targets[1:2], method, setting=setting)

@@ -14,6 +14,7 @@ from attreval.methods.gradient import (
     guided_relus,
     integration_points,
 )
+from attreval.settings import SETTINGS
 from attreval.tail import FunctionTail
 from tiny_models import tiny_model
 
@@ -183,8 +184,18 @@ def test_guided_backprop_with_a_relu_module_used_twice():
 def test_guided_backprop_is_abs_grad_without_relus():
     torch.manual_seed(8)
     net = nn.Sequential(nn.Conv2d(C, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * H * W, K)).eval()
-    task = make_task(one_head(net), torch.randn(2, C, H, W), [[0, 1], [2, 3]])
+    task = make_task(FunctionTail(one_head(net), modules=[net]), torch.randn(2, C, H, W), [[0, 1], [2, 3]])
     torch.testing.assert_close(GuidedBackprop()(task), METHODS.get("grad")(task))
+
+
+def test_guided_backprop_refuses_a_tail_without_modules_in_one_line():
+    # a plain callable names no modules: Guided Backprop would hook nothing and silently be Grad
+    net = nn.Sequential(nn.Flatten(), nn.Linear(C * H * W, 4), nn.ReLU(), nn.Linear(4, K)).eval()
+    task = make_task(one_head(net), torch.randn(2, C, H, W), [[0], [1]])
+    with pytest.raises(
+        ValueError, match=r"^expected a tail that names the modules it runs .* for Guided Backprop, got a FunctionTail [^\n]*$"
+    ):
+        GuidedBackprop()(task)
 
 
 def test_guided_backprop_leaves_model_inputs_and_hooks_untouched():
@@ -256,7 +267,7 @@ def test_difull_input_maps_are_exactly_zero_outside_the_head_cell(name, tiny):
         assert maps[0, column][masks[head]].abs().sum() > 0
 
 
-@pytest.mark.parametrize("setting", ["gridpg", "difull", "dipart"])
+@pytest.mark.parametrize("setting", SETTINGS.names())
 def test_int_grad_equals_ixg_at_the_resnet_final_layer(setting):
     model = tiny_model("resnet")
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(10))
@@ -270,7 +281,7 @@ def test_int_grad_equals_ixg_at_the_resnet_final_layer(setting):
 # The two gradient routes (one forward per row and one backward per target, or one pass per pair)
 
 
-@pytest.mark.parametrize("setting", ["gridpg", "difull", "dipart"])
+@pytest.mark.parametrize("setting", SETTINGS.names())
 @pytest.mark.parametrize("layer", ["input", "middle"])
 @pytest.mark.parametrize("chunk_size", [1, 3, 64])
 def test_example_gradients_equal_one_backward_per_row_and_target(setting, layer, chunk_size):

@@ -23,6 +23,7 @@ from zennit.torchvision import ResNetCanonizer, VGGCanonizer  # noqa: E402
 from zennit.types import Convolution  # noqa: E402
 
 from attreval.methods.lrp import IMAGENET_HIGH, IMAGENET_LOW  # noqa: E402
+from attreval.settings import SETTINGS  # noqa: E402
 
 torchvision = pytest.importorskip("torchvision")
 
@@ -151,7 +152,7 @@ def bias_free(kind):
 
 
 @pytest.mark.parametrize("layer", ["input", "middle", "final"])
-@pytest.mark.parametrize("setting", ["gridpg", "difull", "dipart"])
+@pytest.mark.parametrize("setting", SETTINGS.names())
 @pytest.mark.parametrize("kind", ["vgg", "resnet"])
 def test_epsilon_conserves_the_logit_without_biases(kind, setting, layer):
     """ε → 0, no biases: every rule of LRP-ε (ε, Norm for sums and pools, pass-through elsewhere) conserves
@@ -363,7 +364,7 @@ def test_hand_folded_batchnorm_equals_zennits_merge(models):
         assert_close(merged, by_hand)
 
 
-@pytest.mark.parametrize("setting", ["gridpg", "difull", "dipart"])
+@pytest.mark.parametrize("setting", SETTINGS.names())
 @pytest.mark.parametrize("kind", ["vgg", "resnet"])
 def test_epsilon_to_zero_is_input_times_gradient(kind, setting):
     """LRP-0 of a ReLU network is Input × Gradient (Ancona et al. 2018), biases included; with the ResNet

@@ -157,9 +157,9 @@ def test_difull_occlusion_per_head_windows_equal_every_window_through_every_head
     the maps equal running every window through every head, with fewer rows."""
     import dataclasses
 
-    from attreval.analysis.cost import PassCounter
     from attreval.api import build_task
     from attreval.bench import EveryWindow
+    from attreval.counting import PassCounter
     from attreval.settings import make_setting
 
     setting = make_setting("difull", tiny_model("resnet"), 2)

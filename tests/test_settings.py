@@ -7,6 +7,7 @@ import torchvision
 from attreval import make_setting, split_model
 from attreval.grid import GridSpec
 from attreval.methods.base import target_gradients
+from attreval.settings import SETTINGS
 
 pytestmark = pytest.mark.slow  # the guarantees on torchvision VGG11 / ResNet18: left out of `make test-fast`
 
@@ -47,7 +48,7 @@ def test_unknown_layer_has_did_you_mean(resnet18):
         split_model(resnet18).resolve("layr2")
 
 
-@pytest.mark.parametrize("setting", ["gridpg", "difull", "dipart"])
+@pytest.mark.parametrize("setting", SETTINGS.names())
 def test_n1_every_setting_is_the_plain_model(setting, vgg11, resnet18):
     for model, size in ((vgg11, 224), (resnet18, 64)):
         x = torch.randn(2, 3, size, size)
@@ -151,15 +152,15 @@ def test_difull_row_tail_equals_the_full_tail_at_each_rows_head(resnet18, layer)
         full = s.tail(layer, heads)(a)[torch.arange(5), index]
         tail = s.tail(layer, heads)
         rows = tail.rows(a, index)
-    assert tail.separable
+    assert tail.separate_cells
     torch.testing.assert_close(rows, full, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("setting", ["gridpg", "dipart"])
-def test_shared_backbone_tails_are_not_separable(resnet18, setting):
+def test_shared_backbone_tails_do_not_separate_cells(resnet18, setting):
     # their heads share the backbone: one forward for all heads is cheaper than one per row
     tail = make_setting(setting, resnet18, 2).tail("input", (0,))
-    assert not tail.separable and tail.regions((64, 64)) is None
+    assert not tail.separate_cells and tail.regions((64, 64)) is None
     x = torch.randn(3, 3, 64, 64)
     with torch.no_grad():  # the generic rows() still gives each row's own head
         torch.testing.assert_close(tail.rows(x, torch.zeros(3, dtype=torch.long)), tail(x)[:, 0])
@@ -171,7 +172,7 @@ def test_difull_regions_are_the_head_cells(resnet18):
     assert regions[1, :4, :4].all() and regions[1].sum() == 16
 
 
-@pytest.mark.parametrize("setting", ["gridpg", "difull", "dipart"])
+@pytest.mark.parametrize("setting", SETTINGS.names())
 def test_tail_modules_cover_the_classifier_and_the_later_stages(vgg11, setting):
     tail = make_setting(setting, vgg11, 2).tail("final", (0,))
     linear_weights = {

@@ -9,6 +9,7 @@ from attreval.grid import GridSpec
 from attreval.methods.base import target_gradients
 from attreval.models.splitters import splitter_for
 from attreval.models.splitters.vit import pack, unpack
+from attreval.settings import SETTINGS
 from tiny_vit import _shake, tiny_torchvision_vit, tiny_vit
 
 pytestmark = pytest.mark.slow  # ViT splits at several sizes: left out of `make test-fast`
@@ -68,7 +69,7 @@ def test_vit_splitter_takes_the_model_and_names_its_layers(name):
     assert staged.aliases["final"] == blocks[2 if token else 3]
 
 
-@pytest.mark.parametrize("setting", ["gridpg", "difull", "dipart"])
+@pytest.mark.parametrize("setting", SETTINGS.names())
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_n1_every_setting_is_the_plain_model(name, setting):
     model = MODELS[name]
@@ -94,7 +95,7 @@ def test_gridpg_is_the_model_with_dynamic_image_size_on_the_grid(name, grids):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("setting", ["gridpg", "difull", "dipart"])
+@pytest.mark.parametrize("setting", SETTINGS.names())
 @pytest.mark.parametrize("name", ["cls_reg", "avg_reg", "torchvision"])
 def test_tail_from_every_layer_gives_the_same_logits(name, setting, grids):
     s = make_setting(setting, MODELS[name], N)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from attreval.counting import PassCounter
 from attreval.methods import resolve_method
 from attreval.methods.base import Task
 from attreval.models.staged import StagedModel
@@ -22,15 +23,19 @@ def build_task(
     heads: tuple[int, ...],
     chunk_size: int = 16,
     activations: Tensor | None = None,
+    counter: PassCounter | None = None,
 ) -> Task:
-    """The task of explaining ``setting`` at ``layer`` for grids ``images`` and target ``classes (B, T)``.
+    """The task of explaining ``setting`` at ``layer`` for grids ``images`` and target ``classes (B, T)``, column t
+    on head ``heads[t]``.
 
-    ``activations`` may be passed when already computed (``setting.activations(images, layer)``).
+    ``activations`` may be passed when already computed (``setting.activations(images, layer)``); ``counter``
+    (optional) counts the passes of the task's tail.
     """
     unique = tuple(dict.fromkeys(heads))
     inputs = setting.activations(images, layer) if activations is None else activations
+    tail = setting.tail(layer, unique)
     return Task(
-        tail=setting.tail(layer, unique),
+        tail=tail if counter is None else counter.wrap(tail),
         inputs=inputs.detach(),
         heads=torch.tensor([unique.index(h) for h in heads], dtype=torch.long, device=images.device),
         classes=classes.to(images.device),
@@ -38,6 +43,22 @@ def build_task(
         image=images.detach(),
         chunk_size=chunk_size,
     )
+
+
+def cells_task(
+    setting: Setting,
+    images: Tensor,
+    labels: Tensor,
+    layer: str,
+    cells: Sequence[int],
+    chunk_size: int = 16,
+    counter: PassCounter | None = None,
+) -> Task:
+    """The unit → task rule of a run and the bench: explain, for grids ``images`` whose cells have the classes
+    ``labels (B, n²)``, the class of each scored cell ``cells[t]`` on the head the setting gives it
+    (:meth:`~attreval.settings.Setting.heads_for`)."""
+    classes = labels[:, list(cells)]
+    return build_task(setting, images, classes, layer, setting.heads_for(cells), chunk_size, counter=counter)
 
 
 def check_inputs(model: nn.Module | StagedModel, images: Tensor, targets: Tensor, n: int) -> None:

@@ -84,7 +84,8 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     if what in ("methods", "all"):
         for name, method in METHODS.items():
-            print(f"{name:24s} {method.display:22s} {method.family:13s} {method!r}")
+            needs = ",".join(sorted(method.needs)) or "-"  # what it needs of the tail (Method.needs)
+            print(f"{name:24s} {method.display:22s} {method.family:13s} needs={needs:32s} {method!r}")
         _list_plugins()
     if what in ("settings", "all"):
         for name, cls in SETTINGS.items():

@@ -79,17 +79,17 @@ def resolve_methods(config: RunConfig, in_memory: Mapping[str, Any] | None = Non
 def applicable_units(
     config: RunConfig, models: dict[str, nn.Module], units: list[Unit], methods: Mapping[str, Method]
 ) -> tuple[list[Unit], list[Unit]]:
-    """``(units to run, units not applicable)``, decided before any work: a method that can say whether it applies
-    (``check_tail``: the attention methods need a transformer) is asked about the tail of each of its units, so
+    """``(units to run, units not applicable)``, decided before any work: a method that needs something of the tail
+    (``Method.needs``: the attention methods need a transformer, LRP a CNN) checks the tail of each of its units, so
     a config listing it next to CNNs (or ``methods = ["all"]``) skips those units with one warning per method and
     model, instead of failing mid-run. A config in which nothing applies is a one-line error."""
     keep, skipped, said = [], [], set()
     for unit in units:
-        check = getattr(methods[unit.method], "check_tail", None)
-        if check is not None:
+        method = methods[unit.method]
+        if method.needs:
             setting = make_setting(unit.setting, models[unit.model], config.grids.n)
             try:
-                check(setting.tail(unit.layer, setting.default_heads()))
+                method.check_tail(setting.tail(unit.layer, setting.default_heads()))
             except ValueError as err:
                 skipped.append(unit)
                 if (unit.method, unit.model) not in said:

@@ -62,6 +62,11 @@ class Registry(Generic[T]):
     def names(self) -> list[str]:
         return list(self._items)
 
+    def remove(self, name: str) -> T:
+        """Take ``name`` out again (a test's temporary extension); returns what was registered."""
+        self.get(name)  # unknown names raise with a did-you-mean
+        return self._items.pop(name)
+
     def items(self) -> Iterator[tuple[str, T]]:
         return iter(self._items.items())
 

@@ -23,11 +23,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from attreval.analysis.cost import PassCounter
 from attreval.analysis.statistics import run_statistics
-from attreval.api import build_task
+from attreval.api import cells_task
 from attreval.cone import report as cone_report
 from attreval.config import RunConfig
+from attreval.counting import PassCounter
 from attreval.data import GridDataset
 from attreval.distributed import Group, from_environment
 from attreval.lock import RunLock
@@ -134,11 +134,7 @@ def _batch_maps(
     unit: Unit, method, setting, grids: GridDataset, batch: slice, heads, chunk: int, device: torch.device, counter: PassCounter | None
 ) -> torch.Tensor:
     """The maps ``(B, T, h, w)`` float32 on the CPU of the grids ``batch``; a clear error if any is NaN/inf."""
-    task_heads = setting.heads_for(heads)
-    images = grids.images[batch].to(device)
-    classes = grids.labels[batch][:, list(heads)]
-    task = build_task(setting, images, classes, unit.layer, task_heads, chunk)
-    task = counter.instrument(task) if counter is not None else task
+    task = cells_task(setting, grids.images[batch].to(device), grids.labels[batch], unit.layer, heads, chunk, counter)
     maps = method(task).float()
     if not torch.isfinite(maps).all():
         raise ValueError(f"expected finite attribution maps, got NaN/inf from {unit.method} on {unit.model} (check the model's outputs)")

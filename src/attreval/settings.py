@@ -3,12 +3,14 @@
 A setting runs a staged model on ``n × n`` grids ``(B, C, n·H, n·W)`` and answers, for a layer:
 
 * :meth:`Setting.activations`: the activations there, grid-shaped ``(B, C', n·h, n·w)``;
-* :meth:`Setting.tail`: the network from those activations to some heads, a :class:`~attreval.tail.Tail`.
+* :meth:`Setting.tail`: the network from those activations to some heads, a :class:`~attreval.tail.Tail` of a
+  :class:`~attreval.chain.Chain` (the network as data: modules on the whole map, each head's view, head modules).
 
 It also owns its protocol facts, so that run, bench, report and AggAtt never spell a setting's name:
 which grids it is evaluated on (:attr:`Setting.grids`: distinct classes, or the bottom-right cell repeating
 the top-left class), which cells are scored (:meth:`Setting.evaluated_cells`) and which head explains each
-(:meth:`Setting.heads_for`). A fourth setting is one class plus one registry line.
+(:meth:`Setting.heads_for`). A fourth setting is one class (its activations and its
+:class:`~attreval.chain.Chain`) plus one registry line.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from attreval.grid import GridSpec, fold_cells, row_blocks, select_cells, unfold_cells
+from attreval.chain import Chain
+from attreval.grid import GridSpec, fold_cells, unfold_cells
 from attreval.models.splitters import split_model
 from attreval.models.staged import StagedModel
 from attreval.registry import Registry
-from attreval.tail import Occluder, Tail
+from attreval.tail import Tail
 from attreval.validation import positive_int
 
 SETTINGS: Registry[type[Setting]] = Registry("setting")
@@ -82,8 +85,14 @@ class Setting(ABC):
         """Activations at ``layer`` for grids ``x (B, C, n·H, n·W)``: ``(B, C', n·h, n·w)``, no autograd graph."""
 
     @abstractmethod
-    def tail(self, layer: str, heads: Sequence[int]) -> Tail:
-        """The network ``(N, C', n·h, n·w) → (N, len(heads), K)`` from the activations at ``layer``."""
+    def chain(self, layer: str, heads: tuple[int, ...]) -> Chain:
+        """The network from the activations at ``layer`` to the (checked) ``heads``, as data."""
+
+    def tail(self, layer: str, heads: Sequence[int] | None = None) -> Tail:
+        """The network ``(N, C', n·h, n·w) → (N, len(heads), K)`` from the activations at ``layer`` (default: the
+        default heads), a tail of :meth:`chain` that can also run from the image."""
+        checked = self.default_heads() if heads is None else self.check_heads(heads)
+        return Tail(self.chain(layer, checked), whole=lambda: self.tail("input", checked))
 
     def target_heads(self, num_targets: int, heads: Sequence[int] | None = None) -> tuple[int, ...]:
         """The head explained by each of the T target columns.
@@ -120,42 +129,16 @@ class Setting(ABC):
         with torch.no_grad():
             return self.tail("input", heads)(x)
 
+    def stages_from(self, layer: str) -> tuple[nn.Module, ...]:
+        """The stages the network runs from ``layer`` on."""
+        return tuple(module for _, module in self.staged.stages[self.staged.index(layer) :])
 
-class SettingTail(Tail):
-    """A tail of a setting: the stages from ``start`` on, for the setting's heads ``heads``."""
-
-    def __init__(self, setting: Setting, start: int, heads: Sequence[int]):
-        self.setting, self.start, self.heads = setting, start, setting.check_heads(heads)
-        self.staged, self.n = setting.staged, setting.n
-        self.modules = self.staged.modules_from(start, grid=setting.pooled)
-
-    def whole(self) -> Tail:
-        return type(self)(self.setting, 0, self.heads)
-
-    def occluder(self, a: Tensor) -> Occluder:
-        """Occluded logits from receptive-field cones over the tail's modules (:class:`~attreval.cone.occluder.ConeOccluder`), or the
-        materialised copies when the first module has no cone rule (nothing to save)."""
-        from attreval.cone.occluder import ConeOccluder  # the cone engine imports torchvision; only Occlusion needs it
-        from attreval.cone.report import note
-
-        cone = ConeOccluder(self, a)
-        note(cone, list(self.staged.stages[self.start :]))  # for the run's `cone` column
-        return cone if cone.plan.incremental else Occluder(self, a)
+    def stage_names_from(self, layer: str) -> tuple[str, ...]:
+        """Their names (a chain's ``names``: where a cone stops, in the run's messages)."""
+        return tuple(name for name, _ in self.staged.stages[self.staged.index(layer) :])
 
 
 # --------------------------------------------------------------------------------------------------
-
-
-class GridTail(SettingTail):
-    """GridPG's network: the rest of the backbone on the whole grid, then the grid head (one output)."""
-
-    def __init__(self, setting: Setting, start: int, heads: Sequence[int]):
-        super().__init__(setting, start, heads)
-        self.head = self.staged.grid_head_or_error()
-
-    def __call__(self, a: Tensor) -> Tensor:
-        out = self.head(self.staged.run(a, self.start))
-        return out[:, None, :].expand(-1, len(self.heads), -1)
 
 
 @SETTINGS.register("gridpg")
@@ -168,38 +151,17 @@ class GridPG(Setting):
         with torch.no_grad():
             return self.staged.run(x, 0, self.staged.index(layer))
 
-    def tail(self, layer: str, heads: Sequence[int] = (0,)) -> Tail:
-        return GridTail(self, self.staged.index(layer), heads)
-
-
-class CellTail(SettingTail):
-    """DiFull's network: head i runs the rest of the network on block i of the stitched map only.
-
-    ``rows`` runs each row through its own head's block alone, and ``regions`` says head i sees block i:
-    nothing outside cell i can reach head i.
-    """
-
-    separable = True
-
-    def __call__(self, a: Tensor) -> Tensor:
-        blocks = select_cells(a, self.n, self.heads)  # (N·H, C', h, w)
-        out = self.staged.cell_head(self.staged.run(blocks, self.start))
-        return out.view(a.shape[0], len(self.heads), -1)
-
-    def rows(self, a: Tensor, index: Tensor) -> Tensor:
-        cells = torch.as_tensor(self.heads, device=a.device)[index.to(a.device)]
-        return self.staged.cell_head(self.staged.run(row_blocks(a, self.n, cells), self.start))
-
-    def regions(self, size: tuple[int, int]) -> Tensor:
-        return GridSpec(self.n, 1, 1).cell_masks(*size)[list(self.heads)]
+    def chain(self, layer: str, heads: tuple[int, ...]) -> Chain:
+        return Chain(self.stages_from(layer), (self.staged.grid_head_or_error(),), heads, self.n, names=self.stage_names_from(layer))
 
 
 @SETTINGS.register("difull")
 class DiFull(Setting):
     """Disconnected, full: every cell through the backbone on its own, one head per cell (§1.3).
 
-    Cells are folded into the batch, so all cells share one backbone pass. At a hidden layer the
-    per-cell activations are stitched into a grid (:class:`CellTail`).
+    Cells are folded into the batch, so all cells share one backbone pass. At a hidden layer the per-cell
+    activations are stitched into a grid, and head i runs the rest of the network on block i alone: nothing
+    outside cell i can reach head i.
     """
 
     name, display, separate_cells = "difull", "DiFull", True
@@ -209,40 +171,17 @@ class DiFull(Setting):
             cells = self.staged.run(fold_cells(x, self.n), 0, self.staged.index(layer))
         return unfold_cells(cells, self.n)
 
-    def tail(self, layer: str, heads: Sequence[int]) -> Tail:
-        return CellTail(self, self.staged.index(layer), heads)
-
-
-class PartTail(SettingTail):
-    """DiPart's network: the rest of the backbone on the whole grid, then head i on block i of its features.
-
-    The head is the staged model's ``part_head`` where it has one (a class-token transformer: its class token
-    depends on the whole grid, so head i reads the mean of cell i's patch tokens instead), else ``cell_head``.
-    """
-
-    def __init__(self, setting: Setting, start: int, heads: Sequence[int]):
-        super().__init__(setting, start, heads)
-        self.head = getattr(self.staged, "part_head", None) or self.staged.cell_head
-        if self.head is not self.staged.cell_head:
-            self.modules = tuple(m for m in self.modules if m is not self.staged.cell_head) + (self.head,)
-
-    def __call__(self, a: Tensor) -> Tensor:
-        return self.from_features(self.staged.run(a, self.start)).view(a.shape[0], len(self.heads), -1)
-
-    def from_features(self, features: Tensor) -> Tensor:
-        """``(N, H, K)``: each head on its block of the grid's final features ``(N, C, n·d, n·d)``."""
-        if features.shape[-1] % self.n or features.shape[-2] % self.n:
-            raise ValueError(
-                f"expected the grid's final features to split into {self.n}×{self.n} cell blocks for DiPart, got "
-                f"{features.shape[-2]}×{features.shape[-1]} from {self.staged.architecture} (its borders do not scale with the grid; use DiFull)"
-            )
-        blocks = select_cells(features, self.n, self.heads)
-        return self.head(blocks).view(features.shape[0], len(self.heads), -1)
+    def chain(self, layer: str, heads: tuple[int, ...]) -> Chain:
+        return Chain(
+            (), (*self.stages_from(layer), self.staged.cell_head), heads, self.n, cells="separate", names=self.stage_names_from(layer)
+        )
 
 
 @SETTINGS.register("dipart")
 class DiPart(Setting):
-    """Disconnected, partial: the grid through the backbone jointly, one head per cell (§1.4)."""
+    """Disconnected, partial: the grid through the backbone jointly, then head i on block i of the final features
+    (§1.4): the staged model's ``part_head`` (a class-token transformer's reads the mean of the cell's patch tokens,
+    since its class token depends on the whole grid; any other model's is its ``cell_head``)."""
 
     name, display = "dipart", "DiPart"
 
@@ -250,8 +189,10 @@ class DiPart(Setting):
         with torch.no_grad():
             return self.staged.run(x, 0, self.staged.index(layer))
 
-    def tail(self, layer: str, heads: Sequence[int]) -> Tail:
-        return PartTail(self, self.staged.index(layer), heads)
+    def chain(self, layer: str, heads: tuple[int, ...]) -> Chain:
+        staged, label = self.staged, f"DiPart on {self.staged.architecture}"
+        head = staged.cell_head if staged.part_head is None else staged.part_head
+        return Chain(self.stages_from(layer), (head,), heads, self.n, cells="blocks", label=label, names=self.stage_names_from(layer))
 
 
 def make_setting(name: str | Setting, model: nn.Module | StagedModel, n: int) -> Setting:

@@ -53,6 +53,17 @@ def choice(name: str, value: Any, choices: tuple[str, ...]) -> Any:
     return value
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message (at most ``limit`` characters), or its type's name when it has none:
+    what a one-line error quotes of the error it replaces.
+
+    >>> first_line(RuntimeError("shapes cannot be multiplied\\nlong details")), first_line(KeyError())
+    ('shapes cannot be multiplied', 'KeyError')
+    """
+    lines = str(err).strip().splitlines()
+    return lines[0][:limit] if lines else type(err).__name__
+
+
 def memory_bytes(device: Any = None) -> int:
     """The memory an allocation on ``device`` can never exceed: the GPU's total for a CUDA device, else the
     machine's physical memory (0 when unknown: then nothing is refused)."""

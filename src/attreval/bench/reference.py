@@ -3,8 +3,8 @@
 Batches of 8 grids (Occlusion and RISE: one grid), one target (GridPG) or head (DiFull/DiPart) at a time,
 per-target backward, per-channel CAM forwards, IntGrad ``internal_batch_size=1`` (one step of the batch per
 forward), the backbone once per head. Same method code, so the same maps as attreval's own pattern. What a
-method's pattern is comes from its class attributes (:class:`~attreval.methods.base.Method`:
-``reference_grids``, ``reference_rows``, ``copies_field``), so no method is named here.
+method's pattern is comes from its class attribute ``reference`` (a
+:class:`~attreval.methods.base.ReferencePattern`), so no method is named here.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from attreval.analysis.cost import PassCounter
 from attreval.api import build_task
+from attreval.counting import PassCounter
 from attreval.methods.base import Method, Task
-from attreval.tail import DelegatingTail, Occluder
+from attreval.tail import DelegatingTail, Occluder, Occluding
 
 REFERENCE_BATCH = 8  # the paper script's batch size (PAPER.md Appendix A)
 
@@ -35,10 +35,11 @@ def reference_pattern(name: str, method: Method) -> tuple[int, int]:
     >>> reference_pattern("rise", resolve_method("rise")), reference_pattern("occlusion", resolve_method("occlusion"))
     ((1, 2), (1, 8))
     """
-    grids = method.reference_grids or REFERENCE_BATCH
-    if method.reference_rows is not None:
-        return grids, method.reference_rows
-    copies = getattr(method, method.copies_field) if method.copies_field else 1
+    pattern = method.reference
+    grids = pattern.grids or REFERENCE_BATCH
+    if pattern.rows is not None:
+        return grids, pattern.rows
+    copies = getattr(method, pattern.copies_field) if pattern.copies_field else 1
     return grids, REFERENCE_BATCH * copies
 
 
@@ -78,5 +79,5 @@ class EveryWindow(DelegatingTail):
     def regions(self, size: tuple[int, int]) -> Tensor | None:
         return None
 
-    def occluder(self, x: Tensor) -> Occluder:
+    def occluder(self, x: Tensor) -> Occluding:
         return Occluder(self, x)

@@ -76,7 +76,7 @@ def per_row_times(explained: Callable[[Tensor], Tensor], inputs: Tensor, max_bat
 
 def pass_rates(task: Task, max_batch: int, image: bool) -> dict[str, PassTimes]:
     """Per-row pass times of the task's networks: all heads from the layer (``forward``), one head from
-    the layer (``head``, where the tail is ``separable``) and, if ``image``, all heads from the image
+    the layer (``head``, where the tail's cells are separate) and, if ``image``, all heads from the image
     (``image``, Score-CAM's passes)."""
     head, cls = task.heads[:1], task.classes[:1, 0]
     one = lambda out: out[:, 0].gather(1, cls.expand(out.shape[0])[:, None])[:, 0]
@@ -87,7 +87,7 @@ def pass_rates(task: Task, max_batch: int, image: bool) -> dict[str, PassTimes]:
             raise ValueError("expected the task's grid images for the image pass rates, got image=None")
         whole = tail.whole()
         rates["image"] = per_row_times(lambda x: one(whole(x)[:, head]), task.image, max_batch)
-    if tail.separable:
+    if tail.separate_cells:
         rows = lambda x: tail.rows(x, head.expand(x.shape[0]))[:, None]
         rates["head"] = per_row_times(lambda x: one(rows(x)), task.inputs, max_batch)
     return rates

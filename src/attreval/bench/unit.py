@@ -9,12 +9,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attreval.analysis.cost import PassCounter
-from attreval.api import build_task
+from attreval.api import cells_task
 from attreval.bench.limit import pass_limit
 from attreval.bench.reference import reference_maps
 from attreval.bench.timing import BUDGET, pass_rates, timed
 from attreval.cone import report as cone_report
+from attreval.counting import PassCounter
 from attreval.methods import resolve_method
 from attreval.metric import localization_score
 from attreval.settings import make_setting
@@ -48,10 +48,9 @@ def bench_unit(
     device, grids = images.device, images.shape[0]
     setting = make_setting(setting_name, model, n)
     heads = setting.evaluated_cells()
-    task_heads = setting.heads_for(heads)
-    classes = labels[:, list(heads)]
+    task_heads, classes = setting.heads_for(heads), labels[:, list(heads)]  # for the reference pattern's per-head tasks
     method = resolve_method(name, **options)
-    task = build_task(setting, images, classes, layer, task_heads, chunk_size)
+    task = cells_task(setting, images, labels, layer, heads, chunk_size)
     for _ in range(warm_ups):  # also fills caches such as RISE masks
         method(task)
     counter = PassCounter()

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
+from attreval.data.kinds import class_names
 from attreval.data.selection import IMAGE_RULES, confident_indices, select_images  # noqa: F401 - re-exported
 from attreval.grid import GridSpec, unfold_cells
 from attreval.validation import positive_int
@@ -195,8 +196,6 @@ def build_grid_dataset(
     DiFull/DiPart variant). Reproducible from ``seed``. Too few images end in one line that also says
     which rule removed how many. The dataset's class names (:func:`attreval.data.class_names`) are kept.
     """
-    from attreval.data import class_names
-
     positive_int("number of grids", count)
     images, labels = dataset_tensors(dataset)
     pool, summary = select_images(models, images.to(device), labels, threshold, rule)

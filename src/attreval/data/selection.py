@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from attreval.validation import first_line
+
 
 def confident_indices(
     models: Sequence[nn.Module], images: Tensor, labels: Tensor, threshold: float = 0.99, batch_size: int = 256
@@ -88,7 +90,7 @@ def _checked_logits(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
     except RuntimeError as err:
         if isinstance(err, torch.cuda.OutOfMemoryError):
             raise
-        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise ValueError(
             f"expected images the model can take, got images of shape {tuple(images.shape[1:])} that it rejects: {first}"
         ) from None

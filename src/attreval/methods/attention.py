@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from attreval.methods.base import Method, Task, chunks, pick_targets, register
+from attreval.methods.capabilities import MODULES, capability
 from attreval.models.splitters.vit import (
     TimmEmbed,
     TokenBlock,
@@ -60,19 +61,25 @@ from attreval.tail import Tail
 _ENTRIES = (TokenBlock, TimmEmbed, TorchvisionEmbed)
 
 
-def _transformer_parts(tail: Tail, display: str) -> tuple[list[TokenBlock], TokenHead]:
-    """The tail's token blocks (in order) and its token head, or a one-line error for a tail without them."""
+def _transformer_parts(tail: Tail) -> tuple[list[TokenBlock], list[TokenHead], str]:
+    """The tail's token blocks (in order), its token heads, and a short list of its module kinds."""
     seen: dict[int, nn.Module] = {}
     for module in tail.modules:
         for sub in module.modules():
             seen.setdefault(id(sub), sub)
     blocks = [m for m in seen.values() if isinstance(m, TokenBlock)]
     heads = [m for m in seen.values() if isinstance(m, TokenHead)]
-    if len(heads) != 1:
-        kinds = list(dict.fromkeys(type(m).__name__ for m in seen.values() if not list(m.children())))
-        shown = ", ".join(kinds[:4]) + (", …" if len(kinds) > 4 else "") if kinds else "no modules"
-        raise ValueError(f"expected a transformer tail (ViT token blocks and head) for {display}, got a tail of {shown}")
-    return blocks, heads[0]
+    kinds = list(dict.fromkeys(type(m).__name__ for m in seen.values() if not list(m.children())))
+    shown = ", ".join(kinds[:4]) + (", …" if len(kinds) > 4 else "") if kinds else "no modules"
+    return blocks, heads, shown
+
+
+def _not_a_transformer(tail: Tail) -> str | None:
+    _, heads, shown = _transformer_parts(tail)
+    return None if len(heads) == 1 else f"a tail of {shown}"
+
+
+TOKEN_ATTENTION = capability("token_attention", "a transformer tail (ViT token blocks and head)", _not_a_transformer)
 
 
 @dataclass
@@ -144,18 +151,16 @@ class _AttentionMethod(Method):
     """Shared machinery: one forward per chunk of examples, one backward per target (see the module docstring)."""
 
     family: ClassVar[str] = "activation"
+    needs: ClassVar[frozenset[str]] = frozenset({MODULES, TOKEN_ATTENTION})
     needs_attention_grad: ClassVar[bool] = False
 
     def block_matrix(self, probs: Tensor, grad: Tensor | None) -> Tensor:  # pragma: no cover - interface
         """``(rows, N, N)`` float64 mixing matrix of one block from its probabilities ``(rows, heads, N, N)``."""
         raise NotImplementedError
 
-    def check_tail(self, tail: Tail) -> None:
-        """A one-line ``ValueError`` unless ``tail`` is a transformer's (asked before a run: ``attreval run``)."""
-        _transformer_parts(tail, self.display)
-
     def __call__(self, task: Task) -> Tensor:
-        blocks, head = _transformer_parts(task.tail, self.display)
+        self.check_tail(task.tail)
+        blocks, (head,), _ = _transformer_parts(task.tail)
         entries = [m for module in task.tail.modules for m in module.modules() if isinstance(m, _ENTRIES)]
         t = task.num_targets
         maps = torch.empty((task.batch, t, *task.inputs.shape[-2:]), dtype=torch.float32, device=task.inputs.device)

@@ -1,8 +1,8 @@
 """What every attribution method shares: the :class:`Task` it explains, the method interface, the
 registry, and the two batched primitives (target gradients, target logits of perturbed inputs).
 
-A method asks ``task.tail`` (:class:`~attreval.tail.Tail`) what it can do (``separable``, ``regions``,
-``whole``, ``modules``); it never branches on which setting made it.
+A method asks ``task.tail`` (:class:`~attreval.tail.Tail`) what it can do (``separate_cells``, ``regions``,
+``whole``, ``modules``) and declares what it needs (``Method.needs``); it never branches on which setting made it.
 
 A method is a frozen dataclass of its hyper-parameters with ``__call__(task) -> maps``; its paper
 configuration is the instance registered under its name (PAPER.md §4). Maps are ``(B, T, h, w)``
@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from attreval.methods.capabilities import missing
 from attreval.registry import Registry, did_you_mean
 from attreval.tail import Tail, as_tail
 from attreval.validation import positive_int
@@ -83,6 +84,17 @@ class Task:
         )
 
 
+@dataclass(frozen=True)
+class ReferencePattern:
+    """The authors' pass pattern of a method (PAPER.md Appendix A), read by the bench only: ``grids`` per call
+    (``None``: the script's batch, ``REFERENCE_BATCH``), ``rows`` inputs per forward (``None``: one per grid, times
+    the value of the field ``copies_field``, e.g. SmoothGrad's ``num_samples``; ``""``: one)."""
+
+    grids: int | None = None
+    rows: int | None = None
+    copies_field: str = ""
+
+
 class Method:
     """Base class of attribution methods (use as a frozen dataclass).
 
@@ -93,14 +105,12 @@ class Method:
         test_preset: field values that make the method cheap enough for the generated contract tests
             (fewer samples or steps); they must not change what the tests check.
         requires: modules of an optional extra the method needs to run (LRP: ``("zennit",)``).
+        needs: what it needs from the tail, by capability name (:mod:`attreval.methods.capabilities`:
+            ``"modules"`` for hooks, ``"whole"`` to run from the image, ``"token_attention"``); it refuses a tail
+            without them in one line (:meth:`check_tail`), and a run skips such units before any work.
         reference_layer: non-empty on the one method the paper compares smoothed maps with, at that layer
             (Grad-CAM at the final layer, PAPER.md §6.2: Tables 1–2, Fig. 5).
-        reference_grids: grids per call in the authors' pass pattern (PAPER.md Appendix A); ``None`` = the
-            script's batch (the bench's ``REFERENCE_BATCH``), 1 for the methods their code runs per image.
-        reference_rows: inputs per forward in the authors' pattern; ``None`` = one per grid of the call
-            (times ``copies_field``).
-        copies_field: name of the field that counts the inputs each example becomes in one call (SmoothGrad's
-            ``num_samples``), ``""`` for one.
+        reference: the authors' pass pattern (:class:`ReferencePattern`), for the bench.
         difull_exact: whether every map is exactly zero outside the region its head can depend on
             (``tail.regions``: the head's cell in DiFull), as the gradient of a head is.
     """
@@ -111,9 +121,8 @@ class Method:
     test_preset: ClassVar[dict[str, Any]] = {}
     reference_layer: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
-    reference_grids: ClassVar[int | None] = None
-    reference_rows: ClassVar[int | None] = None
-    copies_field: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset()
+    reference: ClassVar[ReferencePattern] = ReferencePattern()
     difull_exact: ClassVar[bool] = False
 
     @property
@@ -139,6 +148,12 @@ class Method:
                 f"unknown option '{unknown[0]}' for {type(self).__name__}{hint}; expected one of: {', '.join(sorted(fields)) or 'none'}"
             )
         return dataclasses.replace(spec, **options)
+
+    def check_tail(self, tail: Tail) -> None:
+        """A one-line ``ValueError`` unless ``tail`` has every capability in :attr:`needs`."""
+        reason = missing(self.needs, tail, self.display)
+        if reason is not None:
+            raise ValueError(reason)
 
 
 METHODS: Registry[Method] = Registry("method")
@@ -244,7 +259,7 @@ def shared_forward_gradients(tail: Tail | Forward, x: Tensor, heads: Tensor, cla
 def example_gradients(task: Task, x: Tensor, example: Tensor) -> tuple[Tensor, Tensor]:
     """Gradients of all T targets of ``task`` at inputs ``x (N, C, h, w)``; row i belongs to example ``example[i]``.
 
-    Two routes with the same result: when the tail is ``separable`` (heads that see disjoint blocks,
+    Two routes with the same result: when the tail's cells are separate (heads that see disjoint blocks,
     DiFull), every (row, target) pair runs only its own head's block, one forward and backward each;
     otherwise (heads that share the backbone: GridPG, DiPart) each row runs one forward and one backward
     per target (:func:`shared_forward_gradients`), which saves T − 1 forwards per row.
@@ -254,7 +269,7 @@ def example_gradients(task: Task, x: Tensor, example: Tensor) -> tuple[Tensor, T
     """
     t, classes = task.num_targets, task.classes.to(x.device)[example]  # (N, T)
     heads = task.heads.to(x.device)
-    if not task.tail.separable or t == 1:
+    if not task.tail.separate_cells or t == 1:
         return shared_forward_gradients(task.tail, x, heads, classes, task.chunk_size)
     grads, logits = target_gradients(
         task.tail,

@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from attreval.methods.base import Method, Task, perturbed_targets, register
+from attreval.methods.capabilities import WHOLE
 from attreval.methods.gradient import input_gradients
 
 logger = logging.getLogger(__name__)
@@ -185,10 +186,12 @@ class ScoreCAM(Method):
 
     display = "Score-CAM"
     family = "activation"
+    needs: ClassVar[frozenset[str]] = frozenset({WHOLE})
 
     def __call__(self, task: Task) -> Tensor:
         if task.image is None:
             raise ValueError("expected a task with the grid images for Score-CAM, got image=None")
+        self.check_tail(task.tail)
         whole = task.tail.whole()
         a, image = task.inputs, task.image
         size = (image.shape[-2], image.shape[-1])

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from attreval.methods.base import Method
-from attreval.methods.sources import first_line
+from attreval.validation import first_line
 
 LAYERS = ("input", "middle", "final")
 RTOL, ATOL = 1e-3, 1e-4  # atol relative to the largest value of the maps compared (float32 sums in another order)
@@ -86,10 +86,9 @@ def check_case(method: Method, model_name: str, setting: str, layer: str, only: 
     def call(x: Tensor, t: Tensor, h: Sequence[int] = heads) -> Tensor:
         return attribute(model, x, t, method, setting=setting, layer=layer, n=2, heads=h, chunk_size=64)
 
-    check_tail = getattr(method, "check_tail", None)
-    if check_tail is not None:
+    if method.needs:  # what the method needs of the tail (Method.needs): a transformer, a CNN's modules…
         try:
-            check_tail(spec.tail(layer, spec.default_heads()))
+            method.check_tail(spec.tail(layer, spec.default_heads()))
         except ValueError as err:
             return [Check("applies", *where, None, first_line(err))]
     state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -61,7 +61,9 @@ class FunctionMethod(Method):
 def captum_method(attribution_class: Any, name: str | None = None, **attribute_kwargs: Any) -> FunctionMethod:
     """Wrap a Captum attribution class (e.g. ``captum.attr.Saliency``) as an attreval method.
 
-    >>> # from captum.attr import Saliency; m = captum_method(Saliency, abs=True)
+    >>> from captum.attr import Saliency  # the `ref` extra
+    >>> captum_method(Saliency, abs=True).name
+    'Saliency'
     """
 
     def run(forward: Callable[[Tensor], Tensor], inputs: Tensor, targets: Tensor) -> Tensor:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from attreval.methods.base import Method, Task, chunks, example_gradients, register
+from attreval.methods.capabilities import MODULES
 from attreval.tail import module_hooks
 from attreval.validation import fits_in_memory, positive_int
 
@@ -98,9 +99,11 @@ class GuidedBackprop(Method):
     display = "Guided Backprop"
     difull_exact = True
     family = "backprop"
+    needs: ClassVar[frozenset[str]] = frozenset({MODULES})
     absolute: bool = True
 
     def __call__(self, task: Task) -> Tensor:
+        self.check_tail(task.tail)
         with guided_relus(task.tail.modules):
             grads, _ = input_gradients(task)
         grads = grads.abs() if self.absolute else grads

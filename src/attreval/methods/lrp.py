@@ -50,8 +50,10 @@ from torch import Tensor, nn
 
 from attreval.data.folders import IMAGENET_MEAN, IMAGENET_STD
 from attreval.methods.base import Method, Task, example_gradients, register
+from attreval.methods.capabilities import MODULES, capability
 from attreval.methods.lrp_scope import dense_convs, lrp_scope, require_zennit
 from attreval.models.splitters.vgg import GlobalAveragePool
+from attreval.tail import Tail
 from attreval.validation import choice, positive_number
 
 #: Canonizer choices: ``torchvision`` (BatchNorm merged into the preceding conv/linear, and torchvision
@@ -65,6 +67,30 @@ OUTPUT_RELEVANCE = ("logit", "one")
 #: and std, ``(v − mean) / std`` (the default input box of ``LRPEpsilonGammaBox``).
 IMAGENET_LOW: tuple[float, ...] = tuple(round((0.0 - m) / s, 6) for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
 IMAGENET_HIGH: tuple[float, ...] = tuple(round((1.0 - m) / s, 6) for m, s in zip(IMAGENET_MEAN, IMAGENET_STD))
+
+
+def _attention_modules(tail: Tail) -> str | None:
+    """Zennit has rules for convolutions, linear layers, pooling and BatchNorm, none for attention or LayerNorm:
+    their gradient passes through unmodified, relevance is not conserved, and the ε rules divide by near-zero sums
+    (maps then differ between a batch and its examples by more than their size)."""
+    found = next(
+        (
+            type(m).__name__
+            for mod in tail.modules
+            for m in mod.modules()
+            if isinstance(m, (nn.MultiheadAttention, nn.LayerNorm)) or type(m).__name__.endswith("Attention")
+        ),
+        None,
+    )
+    if found is None:
+        return None
+    return (
+        f"a tail with {found} modules (no LRP rule for attention or LayerNorm in Zennit; use a gradient, CAM or "
+        "perturbation method on transformers)"
+    )
+
+
+LRP_RULES = capability("lrp_rules", "a CNN for Zennit's LRP rules", _attention_modules)
 
 
 @dataclass(frozen=True)
@@ -84,6 +110,7 @@ class LRP(Method):
     family: ClassVar[str] = "backprop"
     requires: ClassVar[tuple[str, ...]] = ("zennit",)
     difull_exact: ClassVar[bool] = True
+    needs: ClassVar[frozenset[str]] = frozenset({MODULES, LRP_RULES})
     epsilon: float = 1e-6
     stabilizer: float = 1e-6
     canonizer: str = "torchvision"
@@ -144,23 +171,7 @@ class LRP(Method):
         return zennit.core.Composite(module_map=module_map, canonizers=self.canonizers())
 
     def __call__(self, task: Task) -> Tensor:
-        attention = next(
-            (
-                type(m).__name__
-                for mod in task.tail.modules
-                for m in mod.modules()
-                if isinstance(m, (nn.MultiheadAttention, nn.LayerNorm)) or type(m).__name__.endswith("Attention")
-            ),
-            None,
-        )
-        if attention is not None:
-            # Zennit has rules for convolutions, linear layers, pooling and BatchNorm, none for attention or
-            # LayerNorm: their gradient passes through unmodified, relevance is not conserved, and the ε rules
-            # divide by near-zero sums (maps then differ between a batch and its examples by more than their size).
-            raise ValueError(
-                f"expected a CNN for Zennit's LRP rules, got a tail with {attention} modules (no LRP rule for "
-                "attention or LayerNorm in Zennit; use a gradient, CAM or perturbation method on transformers)"
-            )
+        self.check_tail(task.tail)
         composite = self.composite(task)
         with lrp_scope(task.tail.modules, composite):
             grads, logits = example_gradients(task, task.inputs, torch.arange(task.batch, device=task.inputs.device))

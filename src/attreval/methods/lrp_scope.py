@@ -10,6 +10,7 @@ from typing import Any
 from torch import nn
 
 from attreval.models.splitters.vgg import GlobalAveragePool
+from attreval.validation import first_line
 
 
 def require_zennit() -> Any:
@@ -93,7 +94,7 @@ def lrp_scope(modules: Iterable[nn.Module], composite: Any) -> Iterator[nn.Modul
         try:
             composite.register(root)
         except Exception as err:
-            line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            line = first_line(err)
             raise ValueError(
                 f'expected modules Zennit can canonize and hook for LRP, got {type(err).__name__}: {line} (try canonizer="none")'
             ) from None

@@ -18,9 +18,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attreval.methods.base import Method, Task, check_classes, chunks, perturbed_targets, pick_targets, register
+from attreval.methods.base import Method, ReferencePattern, Task, check_classes, chunks, perturbed_targets, pick_targets, register
 from attreval.methods.rise_masks import MaskDraws, rise_masks, upsampling_rows
-from attreval.validation import fits_arrays
+from attreval.validation import fits_arrays, in_range, positive_int
 
 logger = logging.getLogger(__name__)
 __all__ = ["RISE", "MaskDraws", "Occlusion", "interval_masks", "patch_intervals", "rise_masks", "upsampling_rows", "window_boxes"]
@@ -51,8 +51,7 @@ def patch_intervals(size: int, kernel_size: int, stride: int) -> list[tuple[int,
     [(0, 3), (0, 5), (2, 7), (4, 8), (6, 8)]
     """
     for name, value in (("size", size), ("kernel_size", kernel_size), ("stride", stride)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"expected a positive integer {name}, got {value!r}")
+        positive_int(name, value)
     starts: Iterable[int]
     if kernel_size % 2 == 0:
         starts = range(-(math.ceil(kernel_size / stride) - 1) * stride, size, stride)
@@ -88,7 +87,7 @@ class Occlusion(Method):
 
     display = "Occlusion"
     family = "perturbation"
-    reference_grids: ClassVar[int | None] = 1  # the authors' max_imgs_bs = 1
+    reference: ClassVar[ReferencePattern] = ReferencePattern(grids=1)  # the authors' max_imgs_bs = 1
     kernel_size: int | None = None
     stride: int | None = None
     input_kernel_size: int = 16
@@ -101,8 +100,7 @@ class Occlusion(Method):
             value = getattr(self, field.name)
             if value is None and field.name in ("kernel_size", "stride"):
                 continue
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"expected a positive integer {field.name}, got {value!r}")
+            positive_int(field.name, value)
 
     def window(self, task: Task) -> tuple[int, int]:
         """``(kernel_size, stride)`` used for ``task``: the explicit fields, else the paper's rule by layer."""
@@ -121,7 +119,7 @@ class Occlusion(Method):
         x = task.inputs
         rows = interval_masks(x.shape[-2], kernel, stride, x.device)  # (Pr, h)
         cols = interval_masks(x.shape[-1], kernel, stride, x.device)  # (Pc, w)
-        regions = task.tail.regions((x.shape[-2], x.shape[-1])) if task.tail.separable else None
+        regions = task.tail.regions((x.shape[-2], x.shape[-1])) if task.tail.separate_cells else None
         if regions is None:
             drops = window_drops(task, rows, cols)
         else:
@@ -214,8 +212,7 @@ class RISE(Method):
     family = "perturbation"
     stochastic = True
     test_preset: ClassVar[dict[str, Any]] = {"num_masks": 64}
-    reference_grids: ClassVar[int | None] = 1  # the authors' max_imgs_bs = 1
-    reference_rows: ClassVar[int | None] = 2  # masked inputs per forward in the authors' RISE code
+    reference: ClassVar[ReferencePattern] = ReferencePattern(grids=1, rows=2)  # max_imgs_bs = 1; 2 masked inputs per forward
     num_masks: int = 1000
     grid_size: int = 6
     keep_prob: float = 0.1
@@ -223,11 +220,8 @@ class RISE(Method):
 
     def __post_init__(self) -> None:
         for name in ("num_masks", "grid_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"expected a positive integer {name}, got {value!r}")
-        if not 0 < self.keep_prob <= 1:
-            raise ValueError(f"expected keep_prob in (0, 1], got {self.keep_prob!r}")
+            positive_int(name, getattr(self, name))
+        in_range("keep_prob", self.keep_prob, 0, 1, low_open=True)
 
     def __call__(self, task: Task) -> Tensor:
         """Maps ``(B, T, h, w)`` float32 from M forwards per example (softmax probabilities).

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from attreval.methods.base import Method, Task, chunks, register
+from attreval.methods.base import Method, ReferencePattern, Task, chunks, register
 from attreval.validation import positive_int
 
 
@@ -42,7 +42,7 @@ class SmoothGrad(Method):
     family = "backprop"
     stochastic = True
     test_preset: ClassVar[dict[str, Any]] = {"num_samples": 3, "base": "input_x_grad"}
-    copies_field: ClassVar[str] = "num_samples"
+    reference: ClassVar[ReferencePattern] = ReferencePattern(copies_field="num_samples")
     base: str | Method = "int_grad"
     base_options: tuple[tuple[str, Any], ...] = ()
     num_samples: int = 15

@@ -29,6 +29,7 @@ from typing import Any
 from attreval.methods.base import METHODS, Method
 from attreval.methods.custom import FunctionMethod
 from attreval.registry import did_you_mean, unknown_name_error
+from attreval.validation import first_line
 
 #: The entry-point group of method plugins: ``[project.entry-points."attreval.methods"] my_method = "pkg.mod:obj"``.
 ENTRY_POINT_GROUP = "attreval.methods"
@@ -75,12 +76,6 @@ def _load_plugin(name: str, value: str) -> Method:
         return as_method(obj, name=name)
     except Exception as err:  # a plugin's import may raise anything; it is reported, in one line
         raise ValueError(f"plugin method '{name}' ({value}{dist}) failed to load: {type(err).__name__}: {first_line(err)}") from None
-
-
-def first_line(err: BaseException) -> str:
-    """The first line of an error's message (its type's name when it has none)."""
-    lines = str(err).strip().splitlines()
-    return lines[0][:300] if lines else type(err).__name__
 
 
 def as_method(obj: Any, name: str = "custom", **options: Any) -> Method:

@@ -19,6 +19,7 @@ from pathlib import Path
 from torch import nn
 
 from attreval.models.staged import StagedModel, StagedModule
+from attreval.validation import first_line
 
 
 def resolve_factory(spec: str, base: Path | None = None, what: str = "architecture") -> Callable[..., object]:
@@ -43,7 +44,7 @@ def resolve_factory(spec: str, base: Path | None = None, what: str = "architectu
         except SystemExit as err:
             raise ValueError(f"expected {path} to import, got a call to sys.exit({err.code!r})") from None
         except Exception as err:
-            raise ValueError(f"expected {path} to import, got {type(err).__name__}: {_line(err)}") from None
+            raise ValueError(f"expected {path} to import, got {type(err).__name__}: {first_line(err)}") from None
     else:
         try:
             module = importlib.import_module(where)
@@ -53,7 +54,7 @@ def resolve_factory(spec: str, base: Path | None = None, what: str = "architectu
             ) from None
         except Exception as err:
             raise ValueError(
-                f"expected an importable module '{where}' for {what} {spec!r}, got {type(err).__name__}: {_line(err)}"
+                f"expected an importable module '{where}' for {what} {spec!r}, got {type(err).__name__}: {first_line(err)}"
             ) from None
     fn = getattr(module, function, None)
     if not callable(fn):
@@ -69,14 +70,9 @@ def build_from_factory(spec: str, num_classes: int = 0, base: Path | None = None
     except SystemExit as err:  # the run would otherwise end with the factory's exit code, nothing done
         raise ValueError(f"expected {spec} to build a model, got a call to sys.exit({err.code!r})") from None
     except Exception as err:
-        raise ValueError(f"expected {spec} to build a model, got {type(err).__name__}: {_line(err)}") from None
+        raise ValueError(f"expected {spec} to build a model, got {type(err).__name__}: {first_line(err)}") from None
     if isinstance(built, StagedModel):
         return StagedModule(built)
     if not isinstance(built, nn.Module):
         raise ValueError(f"expected {spec} to return an nn.Module or attreval.StagedModel, got {type(built).__name__}")
     return built
-
-
-def _line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__

@@ -13,6 +13,9 @@ hook (Guided Backprop, LRP) sees the classifier in every setting:
   For global-pooling models it is the model's own head; a fully connected VGG classifier becomes
   ``Conv2d`` modules sliding with stride 1, averaged over the windows (§1.2). ``None`` when the model's
   head cannot be pooled over a grid (GridPG is then refused with a one-line error).
+* ``part_head`` (optional) maps **one cell's block** of a grid's final features to logits (DiPart), where that
+  differs from ``cell_head`` (a class-token transformer: its class token depends on the whole grid, so the part
+  head reads the mean of the cell's patch tokens); ``None`` means ``cell_head``.
 
 The splitters that build a :class:`StagedModel` from a torchvision/timm/any model live in
 :mod:`attreval.models.splitters`; every split is checked against the model's own output
@@ -27,6 +30,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from attreval.validation import first_line as _first_line
+
 
 @dataclass(frozen=True, eq=False)
 class StagedModel:
@@ -38,6 +43,8 @@ class StagedModel:
         grid_head: ``nn.Module`` or ``None``: a grid's final features ``(B, C, n·d, n·d)`` → logits ``(B, K)``.
         aliases: paper layer names (``"middle"``, ``"final"``) → stage names.
         architecture: a short description used in error messages and metadata.
+        part_head: ``nn.Module`` or ``None``: one cell's block of a grid's final features → logits ``(B, K)`` (DiPart),
+            where it differs from ``cell_head``.
         window: for a fully connected classifier, the side ``d`` of the final features it was trained on
             (GridPG slides it over the grid, so a grid's cells must give exactly ``d × d`` features); ``None``
             for pooling heads, which take any size.
@@ -49,6 +56,7 @@ class StagedModel:
     aliases: dict[str, str] = field(default_factory=dict)
     architecture: str = "custom"
     window: int | None = None
+    part_head: nn.Module | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple((str(name), module) for name, module in self.stages))
@@ -60,11 +68,11 @@ class StagedModel:
         names = [name for name, _ in self.stages]
         if len(set(names)) != len(names) or "input" in names:
             raise ValueError(f"expected distinct stage names other than 'input', got {names}")
-        for head in ("cell_head", "grid_head"):
+        for head in ("cell_head", "grid_head", "part_head"):
             value = getattr(self, head)
             if value is not None and not isinstance(value, nn.Module):
                 raise TypeError(
-                    f"expected {head} to be an nn.Module (wrap a function in attreval.models.Lambda), got {type(value).__name__}"
+                    f"expected {head} to be an nn.Module (wrap a function in attreval.models.staged.Lambda), got {type(value).__name__}"
                 )
         for alias, target in self.aliases.items():
             if target not in names:
@@ -95,11 +103,6 @@ class StagedModel:
         for _, module in self.stages[start:end]:
             x = module(x)
         return x
-
-    def modules_from(self, start: int, grid: bool = False) -> tuple[nn.Module, ...]:
-        """Every module the network from layer ``start`` runs: the later stages and a head."""
-        head = self.grid_head if grid else self.cell_head
-        return tuple(module for _, module in self.stages[start:] if isinstance(module, nn.Module)) + ((head,) if head is not None else ())
 
     def grid_head_or_error(self) -> nn.Module:
         """``grid_head``, or a one-line error saying why GridPG cannot pool this model's head."""
@@ -205,11 +208,6 @@ def _same_weights(a: tuple, b: tuple) -> bool:
     return len(a) == len(b) and all(x[0] is y[0] and x[1:] == y[1:] for x, y in zip(a, b))
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__
-
-
 def _check_close(architecture: str, what: str, got: Tensor, expected: Tensor, rtol: float) -> None:
     if got.shape != expected.shape:
         raise ValueError(f"expected the {what} of {architecture} to give logits of shape {tuple(expected.shape)}, got {tuple(got.shape)}")
@@ -250,6 +248,7 @@ class StagedModule(nn.Module):
         self.stage_modules = nn.ModuleList(m for _, m in staged.stages if isinstance(m, nn.Module))
         self.cell_head = staged.cell_head
         self.grid_head = staged.grid_head
+        self.part_head = staged.part_head
 
     def forward(self, x: Tensor) -> Tensor:
         return self.staged.cell_head(self.staged.run(x))

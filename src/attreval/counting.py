@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from attreval.methods.base import Task
-from attreval.tail import DelegatingTail, Occluder, Tail
+from attreval.tail import DelegatingTail, Occluder, Occluding, Tail
 
 
 @dataclass
@@ -27,9 +27,9 @@ class PassCounter:
     backward_rows: int = 0
     calls: int = 0
     image_rows: int = 0  # rows of the whole network from the image (Score-CAM), also in forward_rows
-    head_rows: int = 0  # rows through one head's network only (a separable tail's rows; DiFull: one block), also in forward_rows
+    head_rows: int = 0  # rows through one head only (the rows of a tail with separate cells: DiFull), also in forward_rows
     graph_rows: int = 0  # rows whose forward recorded an autograd graph (gradient methods), also in forward_rows
-    head_graph_rows: int = 0  # those of them that went through a separable tail's rows
+    head_graph_rows: int = 0  # those of them that went through the rows of a tail with separate cells
 
     def count(self, x: Tensor, whole_network: bool = False, one_head: bool = False) -> None:
         """Count one call on ``x``; a hook on ``x`` counts the backward passes that reach it."""
@@ -49,9 +49,13 @@ class PassCounter:
     def _count_backward(self, rows: int) -> None:
         self.backward_rows += rows
 
+    def wrap(self, tail: Tail) -> Tail:
+        """``tail``, counting its passes here."""
+        return CountedTail(tail, self)
+
     def instrument(self, task: Task) -> Task:
         """A copy of ``task`` whose tail counts its passes."""
-        return dataclasses.replace(task, tail=CountedTail(task.tail, self))
+        return dataclasses.replace(task, tail=self.wrap(task.tail))
 
     def add(self, other: PassCounter) -> None:
         """Add the counts of ``other`` to these."""
@@ -79,13 +83,13 @@ class CountedTail(DelegatingTail):
         return self.inner(x)
 
     def rows(self, x: Tensor, index: Tensor) -> Tensor:
-        self.counter.count(x, whole_network=self.whole_network, one_head=self.inner.separable)
+        self.counter.count(x, whole_network=self.whole_network, one_head=self.inner.separate_cells)
         return self.inner.rows(x, index)
 
     def whole(self) -> Tail:
         return CountedTail(self.inner.whole(), self.counter, whole_network=True)
 
-    def occluder(self, x: Tensor) -> Occluder:
+    def occluder(self, x: Tensor) -> Occluding:
         return CountedOccluder(self.inner.occluder(x), self)
 
 
@@ -93,11 +97,11 @@ class CountedOccluder(Occluder):
     """``inner`` (the wrapped tail's occluder, incremental or not) counting one forward row per example and
     window: the passes the occluded copies stand for, however cheaply each is computed."""
 
-    def __init__(self, inner: Occluder, tail: CountedTail):
+    def __init__(self, inner: Occluding, tail: CountedTail):
         super().__init__(tail, inner.x)
         self.inner, self.counted = inner, tail
 
     def __call__(self, boxes: Tensor, index: Tensor | None = None) -> Tensor:
-        one_head = index is not None and self.counted.inner.separable
+        one_head = index is not None and self.counted.inner.separate_cells
         self.counted.counter.count_rows(self.x.shape[0] * boxes.shape[0], self.counted.whole_network, one_head)
         return self.inner(boxes, index)
