@@ -24,8 +24,9 @@ import torch
 
 from attreval.cli import main
 from attreval.lock import RunLock
-from attreval.manifest import Manifest, verify_run
+from attreval.manifest import Manifest
 from attreval.store import RunStore, Unit
+from attreval.verify import verify_run
 from tiny_models import tiny_run_config
 
 pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`

@@ -15,10 +15,10 @@ from attreval.models.splitters import split_model
 from attreval.models.staged import StagedModel
 from attreval.reader import Run, load_run
 from attreval.settings import SETTINGS, DiFull, DiPart, GridPG, make_setting
-
-__version__ = "0.1.0"
+from attreval.version import __version__
 
 __all__ = [
+    "__version__",
     "attribute",
     "evaluate",
     "default_config_dict",

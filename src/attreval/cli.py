@@ -50,7 +50,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from attreval.manifest import Manifest, verify_run
+    from attreval.manifest import Manifest
+    from attreval.verify import verify_run
 
     root = Path(args.run_dir)
     if not (root / "config.json").exists() and not (root / "manifest").is_dir():
@@ -199,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--architecture", help='with \'layers\': a factory "module:function" or "file.py:function"')
     p.set_defaults(func=_list)
 
-    from attreval.analysis import comparison
+    import attreval.compare as comparison
 
     p = sub.add_parser(
         "compare", help="which methods differ: one method against the others, or the tier table (paired tests on the same maps)"

@@ -230,7 +230,4 @@ def remedy(rel: str) -> str:
     return "delete it to recompute it with --resume"
 
 
-# The checks of a whole run directory live in attreval.verify (imported here for the callers that know this name).
-from attreval.verify import grid_seed_problem, verify_run  # noqa: E402
-
-__all__ = ["Manifest", "grid_fingerprint", "remedy", "sha256", "verify_run", "grid_seed_problem", "TRACKED", "REBUILT", "MANIFEST"]
+__all__ = ["Manifest", "grid_fingerprint", "remedy", "sha256", "TRACKED", "REBUILT", "MANIFEST"]

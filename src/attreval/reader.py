@@ -157,9 +157,9 @@ class Run:
         return self._json("meta.json")
 
     def problems(self) -> list[str]:
-        """What does not match the run's manifest (:func:`attreval.manifest.verify_run`; a file not written
+        """What does not match the run's manifest (:func:`attreval.verify.verify_run`; a file not written
         yet is no problem), one line each; empty when all is well."""
-        from attreval.manifest import verify_run
+        from attreval.verify import verify_run
 
         return verify_run(self.root, missing_ok=True)
 
@@ -169,7 +169,8 @@ class Run:
         link inside, every present recorded file of its recorded size, bound to its path and this run, and
         (in a run that has a manifest) no file of the layout without a record. Hashes are checked as files are
         read (:meth:`_verified_bytes`, :meth:`_verified_file`)."""
-        from attreval.manifest import MANIFEST, verify_run
+        from attreval.manifest import MANIFEST
+        from attreval.verify import verify_run
 
         problems = verify_run(self.root, missing_ok=True, digest=False, strict=(self.root / MANIFEST).is_dir())
         if problems:

@@ -9,9 +9,10 @@ from typing import Any
 from attreval.config import RunConfig
 from attreval.identity import IDENTITY_FILE, identity_changes, run_identity
 from attreval.lock import LOCK_FILE, RunLock
-from attreval.manifest import REBUILT, verify_run
+from attreval.manifest import REBUILT
 from attreval.nofollow import refuse_symlinks
 from attreval.store import RunStore
+from attreval.verify import verify_run
 
 
 def prepare_run_dir(out: Path, config: RunConfig, resume: bool, lock: RunLock | None = None) -> RunStore:

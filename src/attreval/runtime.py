@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-import attreval
+from attreval.version import __version__
 
 
 def resolve_device(name: str) -> torch.device:
@@ -43,14 +43,14 @@ def metadata(seed: int, device: torch.device) -> dict[str, Any]:
     try:
         revision = (
             subprocess.run(
-                ["git", "rev-parse", "HEAD"], cwd=Path(attreval.__file__).parent, capture_output=True, text=True, timeout=5
+                ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
             ).stdout.strip()
             or "unknown"
         )
     except (OSError, subprocess.SubprocessError):
         revision = "unknown"
     return {
-        "attreval": attreval.__version__,
+        "attreval": __version__,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "platform": platform.platform(),

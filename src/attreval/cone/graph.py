@@ -27,9 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor, fx, nn
 
-from attreval.cone import ops
-from attreval.cone.patch import Dense, Patch, Value, read
-from attreval.cone.rules import Rule
+import attreval.cone.ops as ops
+from attreval.cone.patch import Dense, Patch, Rule, Value, read
 
 CONST, SHAPE, PATCH, LAST, DENSE = "const", "shape", "patch", "last", "dense"
 TO_LAST, TO_FIRST = (0, 2, 3, 1), (0, 3, 1, 2)

@@ -4,10 +4,10 @@ primitive every rule uses (see :mod:`attreval.cone`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn import functional as F
 
 
@@ -127,3 +127,21 @@ def occluded_patch(x: Tensor, boxes: Tensor) -> Patch:
 # --------------------------------------------------------------------------------------------------
 # Rules. ``clean(a)`` returns the clean output and what ``patch`` needs later (the cache); ``patch(cache, v)``
 # maps a Patch/Dense input to the output's.
+
+
+class Rule:
+    """How one module maps a changed region; the base rule runs the module in full (the fallback)."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def clean(self, a: Tensor) -> tuple[Tensor, Any]:
+        out = self.module(a)
+        return out, out
+
+    def patch(self, cache: Any, value: Value) -> Value:  # cache: what this rule's clean() returned
+        return Dense(self.module(value.dense()), value.windows)
+
+    def full_rules(self) -> list[Rule]:
+        """The rules that ran their module in full (for tests and diagnostics)."""
+        return [self] if type(self) is Rule else []

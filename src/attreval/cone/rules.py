@@ -4,32 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
-from attreval.cone.patch import Dense, Patch, Value, gather, read
-
-
-class Rule:
-    """How one module maps a changed region; the base rule runs the module in full (the fallback)."""
-
-    def __init__(self, module: nn.Module):
-        self.module = module
-
-    def clean(self, a: Tensor) -> tuple[Tensor, Any]:
-        out = self.module(a)
-        return out, out
-
-    def patch(self, cache: Any, value: Value) -> Value:  # cache: what this rule's clean() returned
-        return Dense(self.module(value.dense()), value.windows)
-
-    def full_rules(self) -> list[Rule]:
-        """The rules that ran their module in full (for tests and diagnostics)."""
-        return [self] if type(self) is Rule else []
+from attreval.cone.patch import Dense, Patch, Rule, Value, gather, read
 
 
 def _pair(value) -> tuple[int, int]:

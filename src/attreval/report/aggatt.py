@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from attreval import plots
+import attreval.plots as plots
 from attreval.analysis import aggatt_run
 from attreval.analysis.aggatt import AggAtt
 from attreval.analysis.conventions import PAPER_KERNEL_REF

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from attreval import plots
+import attreval.plots as plots
 from attreval.analysis import cost_summary, smoothgrad_sweep
 from attreval.analysis.conventions import PAPER_KERNEL_REF, smoothed_methods
 from attreval.reader import Run

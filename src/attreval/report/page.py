@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from attreval import plots
+import attreval.plots as plots
 from attreval.reader import Run
 from attreval.report.text import HOW_TO_READ
 from attreval.store import atomic_write

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attreval import plots
+import attreval.plots as plots
 from attreval.analysis import correlation, smoothgrad_sweep, smoothing_curves
 from attreval.analysis.conventions import reference_evaluation
 from attreval.report.aggatt import aggatt_section

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from attreval import plots
+import attreval.plots as plots
 from attreval.analysis.conventions import LAYER_ORDER, SETTING_ORDER, method_order, position
 from attreval.analysis.statistics import ALPHA, TARGET_HALF_WIDTH, sample_size, tiers
 from attreval.report.page import Page
