@@ -2,9 +2,9 @@
 
 Runs a config (default: the embedded default) in a fresh temporary directory, timing in the same process
 
-* **method**: building each batch's task and computing its maps (``attreval.run._batch_maps``: the layer's
+* **method**: building each batch's task and computing its maps (``attreval.runs.run._batch_maps``: the layer's
   activations, the method, the finiteness check);
-* **unit**: the whole of ``attreval.run._execute_unit`` (scoring every smoothing variant, writing, hashing and
+* **unit**: the whole of ``attreval.runs.run._execute_unit`` (scoring every smoothing variant, writing, hashing and
   renaming maps and tables, the timing record);
 
 and reports per unit ``overhead = unit − method`` and ``overhead / unit``, plus the totals. Times are wall
@@ -28,7 +28,7 @@ from collections import defaultdict
 
 import torch
 
-import attreval.run as run_module
+import attreval.runs.run as run_module
 from attreval.config import load_config
 
 

@@ -196,7 +196,7 @@ methods = [METHODS]
 """
     config, out = tmp_path / "c.toml", tmp_path / "out"
     config.write_text(tiny_run_config(0, body.replace("METHODS", '"grad", "chefer"'), limit=300, gridpg=1))
-    with caplog.at_level("WARNING", logger="attreval.run"):
+    with caplog.at_level("WARNING", logger="attreval.runs.run"):
         assert main(["run", str(config), "--out", str(out), "-q", "--no-report"]) == 0
     assert any("'chefer' does not apply to model 'fashion_resnet'" in r.getMessage() for r in caplog.records)
     assert set(pd.read_parquet(out / "results.parquet")["method"]) == {"grad"}

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from attreval.cli import main
-from attreval.store import COLUMNS
+from attreval.runs.store import COLUMNS
 from tiny_models import tiny_run_config
 
 pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`

@@ -180,7 +180,7 @@ def test_the_run_is_told_where_the_cone_stops():
 
 def test_the_run_writes_a_cone_column_and_logs_a_fallback_once_per_unit(tmp_path, caplog):
     from attreval.config import load_config
-    from attreval.run import run
+    from attreval.runs.run import run
     from tiny_models import tiny_run_config
 
     body = """
@@ -197,7 +197,7 @@ hidden_kernel_size = 1
 hidden_stride = 1
 """
     (tmp_path / "run.toml").write_text(tiny_run_config(3, body, gridpg=2, disconnected=2))
-    with caplog.at_level("INFO", logger="attreval.run"):
+    with caplog.at_level("INFO", logger="attreval.runs.run"):
         store = run(load_config(tmp_path / "run.toml"), tmp_path / "out", progress=False)
     costs = pd.read_parquet(store.root / "costs.parquet").set_index(["layer", "method"])["cone"]
     assert costs["input", "occlusion"] == "cone"

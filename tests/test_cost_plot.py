@@ -12,8 +12,8 @@ from attreval.cli import main
 from attreval.data import GridDataset
 from attreval.methods.perturbation import patch_intervals
 from attreval.models.loading import load_model
+from attreval.runs.store import RunStore
 from attreval.settings import make_setting
-from attreval.store import RunStore
 from tiny_models import tiny_run_config
 
 pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`

@@ -12,12 +12,12 @@ from torch.nn import functional as F
 
 import attreval
 from attreval.bench import reference_maps, reference_pattern
-from attreval.counting import PassCounter
 from attreval.methods import resolve_method
 from attreval.methods.base import Task
 from attreval.methods.cam import GradCAMPlusPlus
 from attreval.methods.perturbation import RISE, rise_masks, upsampling_rows
 from attreval.metric import ZERO_MASS, localization_score, score_from_parts
+from attreval.runs.counting import PassCounter
 from attreval.settings import make_setting
 from tiny_models import tiny_model
 

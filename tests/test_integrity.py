@@ -23,10 +23,10 @@ import pytest
 import torch
 
 from attreval.cli import main
-from attreval.lock import RunLock
-from attreval.manifest import Manifest
-from attreval.store import RunStore, Unit
-from attreval.verify import verify_run
+from attreval.runs.lock import RunLock
+from attreval.runs.manifest import Manifest
+from attreval.runs.store import RunStore, Unit
+from attreval.runs.verify import verify_run
 from tiny_models import tiny_run_config
 
 pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
@@ -257,7 +257,7 @@ def test_disk_full_while_reserving_maps_is_one_line_and_resumes_to_the_same_tabl
 
 
 def test_a_file_system_without_fallocate_gets_zeros_written(tmp_path, monkeypatch):
-    from attreval.mapfile import MapWriter
+    from attreval.runs.mapfile import MapWriter
 
     def unsupported(fd, offset, length):
         raise OSError(errno.EOPNOTSUPP, os.strerror(errno.EOPNOTSUPP))
@@ -387,16 +387,16 @@ def test_a_second_process_on_a_locked_run_directory_stops_at_once(runs, tmp_path
     out = _copy(runs, tmp_path)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".attreval.lock"}
     (out / "parts" / ".x.parquet.1.tmp").write_bytes(b"another process's file in the middle of a write")
-    import attreval.lock
+    import attreval.runs.lock
 
-    # attreval.lock loaded from its file alone: no torch import, so the holder starts in a fraction of a second
+    # attreval.runs.lock loaded from its file alone: no torch import, so the holder starts in a fraction of a second
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             f"""
 import importlib.util, time
-spec = importlib.util.spec_from_file_location("lock", {attreval.lock.__file__!r})
+spec = importlib.util.spec_from_file_location("lock", {attreval.runs.lock.__file__!r})
 module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)
 lock = module.RunLock({str(out)!r}); lock.acquire(); print("held", flush=True); time.sleep(60)
 """,
@@ -422,7 +422,7 @@ lock = module.RunLock({str(out)!r}); lock.acquire(); print("held", flush=True); 
 
 def test_workers_end_when_their_launcher_dies():
     """A 'launcher' forks a 'worker' that calls die_with_parent, then is SIGKILLed: the worker ends too."""
-    from attreval.distributed import die_with_parent
+    from attreval.runs.distributed import die_with_parent
 
     read, write = os.pipe()
     launcher = os.fork()

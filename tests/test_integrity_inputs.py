@@ -20,8 +20,8 @@ import torch
 from attreval.cli import main
 from attreval.config import load_config
 from attreval.models.zoo import weights_path
-from attreval.reader import load_run
-from attreval.store import RunStore, Unit
+from attreval.runs.reader import load_run
+from attreval.runs.store import RunStore, Unit
 from tiny_models import tiny_run_config
 
 pytestmark = pytest.mark.slow  # end-to-end runs
@@ -113,7 +113,7 @@ def _drop_unit(out: Path) -> None:
 
 
 def test_input_files_list_weights_architecture_and_labels_file(runs):
-    from attreval.identity import input_files, run_identity
+    from attreval.runs.identity import input_files, run_identity
 
     config = load_config(runs / "s7.toml")
     files = input_files(config)

@@ -159,7 +159,7 @@ def test_difull_occlusion_per_head_windows_equal_every_window_through_every_head
 
     from attreval.api import build_task
     from attreval.bench import EveryWindow
-    from attreval.counting import PassCounter
+    from attreval.runs.counting import PassCounter
     from attreval.settings import make_setting
 
     setting = make_setting("difull", tiny_model("resnet"), 2)

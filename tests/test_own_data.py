@@ -19,7 +19,7 @@ from PIL import Image
 
 import attreval
 from attreval.cli import main
-from attreval.store import COLUMNS
+from attreval.runs.store import COLUMNS
 
 pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
 

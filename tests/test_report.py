@@ -24,8 +24,8 @@ from attreval.data.grids import GridDataset
 from attreval.grid import GridSpec
 from attreval.metric import localization_parts, score_from_parts
 from attreval.report import write_report
+from attreval.runs.store import COLUMNS, RunStore, Unit
 from attreval.smoothing import scaled_kernel_size, smooth_maps
-from attreval.store import COLUMNS, RunStore, Unit
 
 pytestmark = pytest.mark.slow  # end-to-end runs and the report: left out of `make test-fast`
 
@@ -286,7 +286,7 @@ def test_report_shows_sample_sizes_class_names_and_the_hidden_layer_note(full_ru
 def test_native_scores_tell_the_upsampling_leak_from_leakage(full_run):
     """The synthetic DiFull `grad` maps are exactly zero outside their cell: upsampled from 4×4 they score below 1,
     at the native resolution exactly 1; the noisy maps of the other methods leak at both resolutions."""
-    from attreval.reader import Run
+    from attreval.runs.reader import Run
 
     store, out = full_run
     run = Run(store.root)
@@ -317,7 +317,7 @@ def test_report_and_aggatt_read_through_load_run(full_run):
     """AggAtt takes a Run (its grids come from GridDataset, not a raw file read): examples carry the target
     cell's class name, and the per-bin class counts never exceed the bin's maps."""
     import attreval.report
-    from attreval.reader import load_run
+    from attreval.runs.reader import load_run
 
     # No file is read but through the reader: no loader call in AggAtt or in any module of the report.
     package = Path(attreval.report.__file__).parent

@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 import torch
 
-import attreval.run
-from attreval import mapfile as store_module
+import attreval.runs.run
 from attreval.config import load_config
-from attreval.mapfile import MapWriter, _save_npy
-from attreval.run import run
-from attreval.store import RunStore, Unit
+from attreval.runs import mapfile as store_module
+from attreval.runs.mapfile import MapWriter, _save_npy
+from attreval.runs.run import run
+from attreval.runs.store import RunStore, Unit
 from tiny_models import tiny_run_config
 
 pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
@@ -62,7 +62,7 @@ class Spy:
 
     def __init__(self, mp: pytest.MonkeyPatch):
         self.method, self.scored, self.smoothed, self.writes, self.rows = [], [], [], [], []
-        resolve, parts, smooth = attreval.run.resolve_method, attreval.run.localization_parts, attreval.run.smooth_sweep
+        resolve, parts, smooth = attreval.runs.run.resolve_method, attreval.runs.run.localization_parts, attreval.runs.run.smooth_sweep
         write, rows = MapWriter.write, store_module._write_rows
 
         def resolve_spy(*args, **kwargs):
@@ -75,9 +75,9 @@ class Spy:
 
             return spied
 
-        mp.setattr(attreval.run, "resolve_method", resolve_spy)
-        mp.setattr(attreval.run, "localization_parts", lambda maps, *a: self.scored.append(len(maps)) or parts(maps, *a))
-        mp.setattr(attreval.run, "smooth_sweep", lambda maps, *a: self.smoothed.append(len(maps)) or smooth(maps, *a))
+        mp.setattr(attreval.runs.run, "resolve_method", resolve_spy)
+        mp.setattr(attreval.runs.run, "localization_parts", lambda maps, *a: self.scored.append(len(maps)) or parts(maps, *a))
+        mp.setattr(attreval.runs.run, "smooth_sweep", lambda maps, *a: self.smoothed.append(len(maps)) or smooth(maps, *a))
         mp.setattr(
             MapWriter,
             "write",
@@ -112,7 +112,7 @@ def test_batch_size_changes_neither_table_nor_maps(runs):
     assert units == sorted(p.name for p in (runs[64].root / "maps").glob("*.npy")) and len(units) == 12
     for name in units:
         a, b = np.load(runs[2].root / "maps" / name), np.load(runs[64].root / "maps" / name)
-        # float16 where it gives back the unit's scores, else float32 (attreval.mapfile): batches may choose differently
+        # float16 where it gives back the unit's scores, else float32 (attreval.runs.mapfile): batches may choose differently
         assert {a.dtype, b.dtype} <= {np.dtype(np.float16), np.dtype(np.float32)} and a.shape == b.shape and a.shape[0] == GRIDS
         # equal up to one float16 rounding step: the method's batched arithmetic differs in float32's last bits
         np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), rtol=2**-10, atol=1e-7, err_msg=name)
@@ -184,7 +184,7 @@ def test_writer_rejects_gaps_and_an_incomplete_commit(tmp_path):
 
 
 def test_run_switches_a_unit_to_float32_when_a_later_batch_overflows(tmp_path, monkeypatch):
-    resolve, seen = attreval.run.resolve_method, []
+    resolve, seen = attreval.runs.run.resolve_method, []
 
     def huge_second_batch(*args, **kwargs):
         method = resolve(*args, **kwargs)
@@ -197,7 +197,7 @@ def test_run_switches_a_unit_to_float32_when_a_later_batch_overflows(tmp_path, m
 
         return scaled
 
-    monkeypatch.setattr(attreval.run, "resolve_method", huge_second_batch)
+    monkeypatch.setattr(attreval.runs.run, "resolve_method", huge_second_batch)
     config = _config(tmp_path / "c", 2, settings=("gridpg",), layers=("input",), methods=("grad",))
     store = run(config, tmp_path / "out", progress=False)
     stored = store.maps("fashion_resnet", "gridpg", "input", "grad")
@@ -209,7 +209,7 @@ def test_run_switches_a_unit_to_float32_when_a_later_batch_overflows(tmp_path, m
 
 
 def test_failed_unit_leaves_no_maps_file(tmp_path, monkeypatch):
-    resolve, calls = attreval.run.resolve_method, []
+    resolve, calls = attreval.runs.run.resolve_method, []
 
     def nan_in_second_cam_batch(name, **options):
         method = resolve(name, **options)
@@ -221,7 +221,7 @@ def test_failed_unit_leaves_no_maps_file(tmp_path, monkeypatch):
 
         return failing
 
-    monkeypatch.setattr(attreval.run, "resolve_method", nan_in_second_cam_batch)
+    monkeypatch.setattr(attreval.runs.run, "resolve_method", nan_in_second_cam_batch)
     config = _config(tmp_path / "c", 2, settings=("gridpg",), layers=("input",), methods=("grad", "grad_cam"))
     with pytest.raises(ValueError, match="expected finite attribution maps, got NaN/inf from grad_cam"):
         run(config, tmp_path / "out", progress=False)
@@ -236,7 +236,7 @@ def test_killed_unit_leaves_only_a_temporary_file(tmp_path):
     unit = Unit("m", "gridpg", "input", "grad")
     script = f"""
 import os, signal, numpy as np
-from attreval.store import RunStore, Unit
+from attreval.runs.store import RunStore, Unit
 writer = RunStore({str(tmp_path)!r}).map_writer(Unit(*{list(vars(unit).values())!r}), 4)
 with writer:
     writer.write(0, np.ones((2, 1, 2, 2), np.float32))
@@ -258,7 +258,7 @@ with writer:
 def test_out_of_memory_halves_chunk_size_and_gives_the_same_table(tmp_path, monkeypatch, caplog):
     """A method that runs out of memory above 16 inputs per forward: the unit is retried with chunk_size
     halved (64 → 32 → 16), kept for its later batches, with the same table and pass counts as a run at 16."""
-    resolve, chunks_seen = attreval.run.resolve_method, []
+    resolve, chunks_seen = attreval.runs.run.resolve_method, []
 
     def tight(*args, **kwargs):
         method = resolve(*args, **kwargs)
@@ -275,7 +275,7 @@ def test_out_of_memory_halves_chunk_size_and_gives_the_same_table(tmp_path, monk
     expected = run(
         dataclasses.replace(config, evaluation=dataclasses.replace(config.evaluation, chunk_size=16)), tmp_path / "expected", progress=False
     )
-    monkeypatch.setattr(attreval.run, "resolve_method", tight)
+    monkeypatch.setattr(attreval.runs.run, "resolve_method", tight)
     with caplog.at_level("WARNING"):
         got = run(config, tmp_path / "got", progress=False)
     pd.testing.assert_frame_equal(got.results(), expected.results())
@@ -289,7 +289,7 @@ def test_out_of_memory_halves_chunk_size_and_gives_the_same_table(tmp_path, monk
 
 def test_out_of_memory_at_chunk_size_one_is_a_one_line_error(tmp_path, monkeypatch):
     monkeypatch.setattr(
-        attreval.run,
+        attreval.runs.run,
         "resolve_method",
         lambda *a, **k: (
             lambda task: (_ for _ in ()).throw(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 bytes"))

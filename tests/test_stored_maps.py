@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from attreval.cli import main
-from attreval.mapfile import MapWriter, float16_keeps_scores
 from attreval.metric import localization_parts, score_from_parts
-from attreval.reader import load_run, map_columns, unit_rows
+from attreval.runs.mapfile import MapWriter, float16_keeps_scores
+from attreval.runs.reader import load_run, map_columns, unit_rows
 from attreval.smoothing import smooth_maps
 from tiny_models import tiny_run_config
 

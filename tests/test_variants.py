@@ -9,7 +9,7 @@ from attreval import plots
 from attreval.analysis.smoothgrad_sweep import smoothgrad_points, smoothgrad_sweep, sweep_table
 from attreval.cli import main
 from attreval.config import load_config, parse_config
-from attreval.plan import plan_units
+from attreval.runs.plan import plan_units
 from tiny_models import tiny_run_config
 
 pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`

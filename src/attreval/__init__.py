@@ -13,7 +13,7 @@ from attreval.methods.custom import captum_method
 from attreval.metric import localization_parts, localization_score
 from attreval.models.splitters import split_model
 from attreval.models.staged import StagedModel
-from attreval.reader import Run, load_run
+from attreval.runs.reader import Run, load_run
 from attreval.settings import SETTINGS, DiFull, DiPart, GridPG, make_setting
 from attreval.version import __version__
 

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attreval.counting import PassCounter
 from attreval.methods import resolve_method
 from attreval.methods.base import Task
 from attreval.models.staged import StagedModel
+from attreval.runs.counting import PassCounter
 from attreval.settings import Setting, make_setting
 
 

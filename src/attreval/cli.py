@@ -20,7 +20,7 @@ DEFAULT_OUT = "runs/default"
 
 def _run(args: argparse.Namespace) -> int:
     from attreval.config import load_config
-    from attreval.run import run
+    from attreval.runs.run import run
     from attreval.summary import median_table
 
     config = load_config(args.config)
@@ -50,8 +50,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from attreval.manifest import Manifest
-    from attreval.verify import verify_run
+    from attreval.runs.manifest import Manifest
+    from attreval.runs.verify import verify_run
 
     root = Path(args.run_dir)
     if not (root / "config.json").exists() and not (root / "manifest").is_dir():

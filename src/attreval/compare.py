@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from attreval.analysis.statistics import ALPHA
-from attreval.reader import load_run
+from attreval.runs.reader import load_run
 
 
 def configure_parser(parser) -> None:

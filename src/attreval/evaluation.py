@@ -1,5 +1,5 @@
 """The protocol in-process: :func:`evaluate` runs what ``attreval run`` runs, with methods and models that live in
-your Python session, and returns the run as a :class:`~attreval.reader.Run`.
+your Python session, and returns the run as a :class:`~attreval.runs.reader.Run`.
 
 >>> import attreval                                                                   # doctest: +SKIP
 >>> def my_method(forward, inputs, targets):                                         # doctest: +SKIP
@@ -31,7 +31,7 @@ from torch import nn
 
 from attreval.config import ModelConfig, RunConfig, VariantConfig, load_config, parse_config
 from attreval.methods.sources import MEMORY, as_method, memory_spec
-from attreval.reader import Run, load_run
+from attreval.runs.reader import Run, load_run
 
 
 def default_config_dict() -> dict[str, Any]:
@@ -119,7 +119,7 @@ def evaluate(
         The :class:`Run` (``.results``, ``.statistics``, ``.compare(...)``, ``.maps(...)`` …).
     """
     from attreval.models.staged import StagedModel, StagedModule
-    from attreval.run import run as run_protocol
+    from attreval.runs.run import run as run_protocol
 
     given = {name: StagedModule(m) if isinstance(m, StagedModel) else m for name, m in (models or {}).items()}
     resolved = with_objects(as_config(config), dict(methods or {}), given)

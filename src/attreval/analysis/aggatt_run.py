@@ -1,4 +1,4 @@
-"""AggAtt of a stored unit of a run (PAPER.md §3), read through :class:`attreval.reader.Run` only: the rows
+"""AggAtt of a stored unit of a run (PAPER.md §3), read through :class:`attreval.runs.reader.Run` only: the rows
 and map columns of a unit come from the reader, the grids (images, labels, class names, geometry) from
 :class:`~attreval.data.GridDataset`, so that this module knows neither file layouts nor the grid schema.
 The computation itself is :func:`attreval.analysis.aggatt.aggatt`.
@@ -14,12 +14,12 @@ import pandas as pd
 
 from attreval.analysis.aggatt import AggAtt, aggatt, prepare_maps
 from attreval.grid import GridSpec
-from attreval.reader import Run, load_run, map_columns, unit_rows
-from attreval.store import RunStore
+from attreval.runs.reader import Run, load_run, map_columns, unit_rows
+from attreval.runs.store import RunStore
 
 
 def as_run(run: Run | RunStore | str | os.PathLike) -> Run:
-    """A :class:`~attreval.reader.Run` from a Run, a :class:`~attreval.store.RunStore` or a directory."""
+    """A :class:`~attreval.runs.reader.Run` from a Run, a :class:`~attreval.runs.store.RunStore` or a directory."""
     if isinstance(run, Run):
         return run
     return Run(run.root) if isinstance(run, RunStore) else load_run(run)
@@ -32,7 +32,7 @@ def grid_spec(run: Run | RunStore, model: str, setting: str) -> GridSpec:
 
 
 def cell_column(rows: pd.DataFrame, cell: int) -> int:
-    """The map column ``t`` holding ``cell`` (:func:`attreval.reader.map_columns`)."""
+    """The map column ``t`` holding ``cell`` (:func:`attreval.runs.reader.map_columns`)."""
     cells = map_columns(rows)
     if cell not in cells:
         raise ValueError(f"expected a cell among the evaluated ones {cells}, got {cell}")

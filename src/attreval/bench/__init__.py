@@ -1,7 +1,7 @@
 """``attreval bench``: every method × layer × setting against its pass-count limit and the reference pattern.
 
 For each unit the bench measures the wall time per grid image and counts the forward and backward
-passes per grid image (:class:`~attreval.counting.PassCounter`). The **limit** is the time the same
+passes per grid image (:class:`~attreval.runs.counting.PassCounter`). The **limit** is the time the same
 number of plain passes of the same networks take, each at its best batch size, timed in the same run
 (:func:`pass_limit`): every row at its network's forward rate — the network from the layer with all
 explained heads, with one head only (the ``rows`` of a tail whose cells are separate, DiFull: one block), or from the image (Score-CAM);

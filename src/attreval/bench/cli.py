@@ -119,7 +119,7 @@ def parse_options(items: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from attreval.runtime import faithful_numerics, resolve_device
+    from attreval.runs.runtime import faithful_numerics, resolve_device
 
     device = resolve_device(args.device)
     with faithful_numerics(device):  # TF32 off: the reference comparison checks methods, not arithmetic
@@ -128,7 +128,7 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace, device: torch.device) -> int:
     from attreval.models.loading import load_for_timing
-    from attreval.runtime import device_name
+    from attreval.runs.runtime import device_name
 
     for flag, value in (("--grids", args.grids), ("--cell", args.cell), ("-n", args.n), ("--chunk-size", args.chunk_size)):
         if value < 1:

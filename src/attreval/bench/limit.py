@@ -1,6 +1,6 @@
 """The pass-count limit: the time a method's counted passes take as plain passes of their networks.
 
-The passes are counted by :class:`~attreval.counting.PassCounter` (forward rows with and without a
+The passes are counted by :class:`~attreval.runs.counting.PassCounter` (forward rows with and without a
 recorded graph, per network, and backward passes); the per-row rates come from
 :func:`attreval.bench.timing.pass_rates`.
 """
@@ -8,7 +8,7 @@ recorded graph, per network, and backward passes); the per-row rates come from
 from __future__ import annotations
 
 from attreval.bench.timing import PassTimes
-from attreval.counting import PassCounter
+from attreval.runs.counting import PassCounter
 
 
 def pass_limit(counter: PassCounter, rates: dict[str, PassTimes]) -> float:

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from attreval.api import build_task
-from attreval.counting import PassCounter
 from attreval.methods.base import Method, Task
+from attreval.runs.counting import PassCounter
 from attreval.tail import DelegatingTail, Occluder, Occluding
 
 REFERENCE_BATCH = 8  # the paper script's batch size (PAPER.md Appendix A)

@@ -14,9 +14,9 @@ from attreval.bench.limit import pass_limit
 from attreval.bench.reference import reference_maps
 from attreval.bench.timing import BUDGET, pass_rates, timed
 from attreval.cone import report as cone_report
-from attreval.counting import PassCounter
 from attreval.methods import resolve_method
 from attreval.metric import localization_score
+from attreval.runs.counting import PassCounter
 from attreval.settings import make_setting
 
 

@@ -27,7 +27,7 @@ from attreval.analysis.conventions import (  # noqa: F401 (re-exported: plots.me
     position,
     setting_display,
 )
-from attreval.store import atomic_write
+from attreval.runs.store import atomic_write
 
 LAYER_COLOURS = {"input": "#4c72b0", "middle": "#dd8452", "final": "#55a868"}
 OTHER_COLOURS = ("#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")

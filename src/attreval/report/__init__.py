@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from attreval.reader import load_run
 from attreval.report import sections
 from attreval.report.costs import COSTS_FILE, cost_section, cost_sections
 from attreval.report.page import FIGURE_DIR, Page
+from attreval.runs.reader import load_run
 
 __all__ = ["COSTS_FILE", "FIGURE_DIR", "cost_section", "write_report"]
 
@@ -40,7 +40,7 @@ def write_report(run_dir: str | Path, *, cell: int = 0, dpi: int = 90) -> Path:
         dpi: figure resolution.
     """
     run = load_run(run_dir)
-    # What the report reads must match the manifest (attreval.manifest); a missing file becomes a note below.
+    # What the report reads must match the manifest (attreval.runs.manifest); a missing file becomes a note below.
     problems = run.problems()
     if problems:
         more = f" (and {len(problems) - 1} more: see attreval verify {run.root})" if len(problems) > 1 else ""

@@ -12,7 +12,7 @@ import attreval.plots as plots
 from attreval.analysis import aggatt_run
 from attreval.analysis.aggatt import AggAtt
 from attreval.analysis.conventions import PAPER_KERNEL_REF
-from attreval.reader import grid_kind
+from attreval.runs.reader import grid_kind
 
 if TYPE_CHECKING:
     from attreval.report.page import Page

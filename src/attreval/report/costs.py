@@ -12,7 +12,7 @@ import pandas as pd
 import attreval.plots as plots
 from attreval.analysis import cost_summary, smoothgrad_sweep
 from attreval.analysis.conventions import PAPER_KERNEL_REF, smoothed_methods
-from attreval.reader import Run
+from attreval.runs.reader import Run
 
 if TYPE_CHECKING:
     from attreval.report.page import Page

@@ -13,9 +13,9 @@ from urllib.parse import quote
 import pandas as pd
 
 import attreval.plots as plots
-from attreval.reader import Run
 from attreval.report.text import HOW_TO_READ
-from attreval.store import atomic_write
+from attreval.runs.reader import Run
+from attreval.runs.store import atomic_write
 
 log = logging.getLogger("attreval.report")
 

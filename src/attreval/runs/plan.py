@@ -12,12 +12,12 @@ from torch import nn
 
 from attreval.config import RunConfig
 from attreval.data import GridDataset, build_grid_dataset, load_dataset
-from attreval.manifest import grid_fingerprint
 from attreval.methods import Method
 from attreval.models.splitters import split_model
 from attreval.models.splitters.common import model_device
+from attreval.runs.manifest import grid_fingerprint
+from attreval.runs.store import RunStore, Unit
 from attreval.settings import GRID_KINDS, SETTINGS, make_setting
-from attreval.store import RunStore, Unit
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from attreval.config import RunConfig
-from attreval.identity import IDENTITY_FILE, identity_changes, run_identity
-from attreval.lock import LOCK_FILE, RunLock
-from attreval.manifest import REBUILT
-from attreval.nofollow import refuse_symlinks
-from attreval.store import RunStore
-from attreval.verify import verify_run
+from attreval.runs.identity import IDENTITY_FILE, identity_changes, run_identity
+from attreval.runs.lock import LOCK_FILE, RunLock
+from attreval.runs.manifest import REBUILT
+from attreval.runs.nofollow import refuse_symlinks
+from attreval.runs.store import RunStore
+from attreval.runs.verify import verify_run
 
 
 def prepare_run_dir(out: Path, config: RunConfig, resume: bool, lock: RunLock | None = None) -> RunStore:
@@ -22,7 +22,7 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool, lock: RunLock | 
     store = RunStore(out)
     wanted = {k: v for k, v in config.to_dict().items() if k != "device"}
     if out.is_dir():
-        refuse_symlinks(out)  # nothing is ever written through a link (attreval.nofollow)
+        refuse_symlinks(out)  # nothing is ever written through a link (attreval.runs.nofollow)
     if (out / "config.json").exists():
         if not resume:
             raise ValueError(f"expected an empty output directory, got a run in {out}; pass --resume or another --out")
@@ -70,7 +70,7 @@ def prepare_run_dir(out: Path, config: RunConfig, resume: bool, lock: RunLock | 
 
 def _same_inputs(store: RunStore, config: RunConfig) -> dict[str, Any] | None:
     """The current identity of ``config``'s inputs after checking that ``--resume`` continues a run of the same
-    inputs (:mod:`attreval.identity`): a changed weights file, architecture source or data folder is a one-line
+    inputs (:mod:`attreval.runs.identity`): a changed weights file, architecture source or data folder is a one-line
     error naming it, never a table mixing two models. None: a run made before identities were stored (its
     inputs cannot be compared) that got past its first unit."""
     out, current = store.root, run_identity(config)

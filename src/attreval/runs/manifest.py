@@ -6,7 +6,7 @@ Layout: ``RUN/manifest/REL.json`` describes ``RUN/REL`` (e.g. ``manifest/parts/U
      "with": {"maps/UNIT.npy": "…", "timings/UNIT.json": "…"} (part files only)}
 
 Records bind content to identity: ``file`` names the path the record belongs to (a file swapped or renamed
-together with its record fails), ``run`` is the run's fingerprint (:mod:`attreval.identity`, ``RUN/identity.json``:
+together with its record fails), ``run`` is the run's fingerprint (:mod:`attreval.runs.identity`, ``RUN/identity.json``:
 a file and record copied from another run fail), and a part's ``with`` names the sha256 of the unit's maps and
 timing (a maps file deleted together with its record leaves its unit unfinished, and is named).
 
@@ -132,7 +132,7 @@ class Manifest:
     def commit(self, tmp: Path, path: Path, fingerprint: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
         """Rename the finished file ``tmp`` onto ``path`` and record it (see the module docstring for the order);
         ``extra``: more keys of the record (a part's ``with``)."""
-        from attreval.nofollow import checked
+        from attreval.runs.nofollow import checked
 
         record: dict[str, Any] = {"file": self.rel(path), "bytes": tmp.stat().st_size, "sha256": sha256(tmp), **(extra or {})}
         if fingerprint is not None:

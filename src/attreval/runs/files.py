@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from attreval.manifest import Manifest
+from attreval.runs.manifest import Manifest
 
 
 def temporary_path(path: Path, tag: str = "") -> Path:

@@ -1,6 +1,6 @@
 """Read a run directory back from Python: ``attreval.load_run(DIR)``.
 
-One reader for everything a run wrote (layout in :mod:`attreval.store`), used by the report and the
+One reader for everything a run wrote (layout in :mod:`attreval.runs.store`), used by the report and the
 analyses too, so that no caller needs to know the file layout:
 
 >>> run = attreval.load_run("runs/default")                      # doctest: +SKIP
@@ -27,8 +27,8 @@ import torch
 
 from attreval.config import RunConfig, config_from_json
 from attreval.data.grids import GridDataset
-from attreval.manifest import remedy
-from attreval.store import RunStore, Unit
+from attreval.runs.manifest import remedy
+from attreval.runs.store import RunStore, Unit
 
 __all__ = ["Run", "load_run", "grid_kind", "unit_rows", "map_columns"]
 
@@ -81,7 +81,7 @@ class Run:
     # -- tables -------------------------------------------------------------------------------------
     @cached_property
     def results(self) -> pd.DataFrame:
-        """``results.parquet``: one row per map and smoothing level (columns: :data:`attreval.store.COLUMNS`)."""
+        """``results.parquet``: one row per map and smoothing level (columns: :data:`attreval.runs.store.COLUMNS`)."""
         path = self.root / "results.parquet"
         return pd.read_parquet(io.BytesIO(self._verified_bytes(path))) if self.verify and path.exists() else self.store.results()
 
@@ -97,7 +97,7 @@ class Run:
         smoothing level (:func:`attreval.analysis.statistics.unit_statistics`); computed from the results
         when the run predates the file."""
         from attreval.analysis.statistics import unit_statistics
-        from attreval.store import STATISTICS
+        from attreval.runs.store import STATISTICS
 
         path = self.root / STATISTICS
         return (
@@ -109,7 +109,7 @@ class Run:
         """``comparisons.parquet``: paired Wilcoxon tests of every pair of methods per (model, setting, layer,
         smoothing), Holm-corrected per group (:func:`attreval.analysis.statistics.paired_comparisons`)."""
         from attreval.analysis.statistics import paired_comparisons
-        from attreval.store import COMPARISONS
+        from attreval.runs.store import COMPARISONS
 
         path = self.root / COMPARISONS
         return pd.read_parquet(io.BytesIO(self._verified_bytes(path))) if path.exists() else paired_comparisons(self.results)
@@ -157,9 +157,9 @@ class Run:
         return self._json("meta.json")
 
     def problems(self) -> list[str]:
-        """What does not match the run's manifest (:func:`attreval.verify.verify_run`; a file not written
+        """What does not match the run's manifest (:func:`attreval.runs.verify.verify_run`; a file not written
         yet is no problem), one line each; empty when all is well."""
-        from attreval.verify import verify_run
+        from attreval.runs.verify import verify_run
 
         return verify_run(self.root, missing_ok=True)
 
@@ -169,8 +169,8 @@ class Run:
         link inside, every present recorded file of its recorded size, bound to its path and this run, and
         (in a run that has a manifest) no file of the layout without a record. Hashes are checked as files are
         read (:meth:`_verified_bytes`, :meth:`_verified_file`)."""
-        from attreval.manifest import MANIFEST
-        from attreval.verify import verify_run
+        from attreval.runs.manifest import MANIFEST
+        from attreval.runs.verify import verify_run
 
         problems = verify_run(self.root, missing_ok=True, digest=False, strict=(self.root / MANIFEST).is_dir())
         if problems:

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from attreval.files import named, temporary_path
-from attreval.manifest import Manifest
+from attreval.runs.files import named, temporary_path
+from attreval.runs.manifest import Manifest
 
 
 class MapWriter:

@@ -13,7 +13,7 @@ Layout::
       statistics.parquet     median and 95 % bootstrap interval of every unit (resampling grids)
       comparisons.parquet    paired Wilcoxon tests between the methods of every (model, setting, layer, smoothing)
       manifest/REL.json      size and sha256 of every finished file REL (and, for grids, the config
-                             fingerprint that made them): see :mod:`attreval.manifest`
+                             fingerprint that made them): see :mod:`attreval.runs.manifest`
 
 A unit is finished exactly when its part file exists with its manifest record (and every other recorded
 file of the unit, maps and timing, exists); every file is written to a temporary name, hashed, renamed and
@@ -35,10 +35,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from attreval.files import atomic_write, named, temporary_path  # noqa: F401 - atomic_write: re-exported for plots/report
-from attreval.manifest import Manifest
-from attreval.mapfile import MapWriter, _save_npy
-from attreval.nofollow import checked
+from attreval.runs.files import atomic_write, named, temporary_path  # noqa: F401 - atomic_write: re-exported for plots/report
+from attreval.runs.manifest import Manifest
+from attreval.runs.mapfile import MapWriter, _save_npy
+from attreval.runs.nofollow import checked
 
 STATISTICS, COMPARISONS = "statistics.parquet", "comparisons.parquet"
 
@@ -84,7 +84,7 @@ class RunStore:
 
     def inside(self, path: Path) -> Path:
         """``path``, checked to lie inside the run directory with no symbolic link on the way (the one check
-        every write of the store passes: :func:`attreval.nofollow.checked`)."""
+        every write of the store passes: :func:`attreval.runs.nofollow.checked`)."""
         return checked(self.root, path)
 
     def _write(self, path: Path, write: Any, fingerprint: dict | None = None, extra: dict | None = None) -> None:

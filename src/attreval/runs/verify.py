@@ -1,4 +1,4 @@
-"""Check a whole run directory against its manifest (:mod:`attreval.manifest`): ``attreval verify``,
+"""Check a whole run directory against its manifest (:mod:`attreval.runs.manifest`): ``attreval verify``,
 ``--resume``, the report and :func:`attreval.load_run` all call :func:`verify_run`."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from attreval.manifest import Manifest, grid_fingerprint, remedy
+from attreval.runs.manifest import Manifest, grid_fingerprint, remedy
 
 
 def verify_run(
@@ -16,14 +16,14 @@ def verify_run(
 ) -> list[str]:
     """Check a run directory against its manifest; returns one line per bad file (empty: all good).
 
-    No symbolic link may lie inside the run directory (:mod:`attreval.nofollow`). Every recorded file must
+    No symbolic link may lie inside the run directory (:mod:`attreval.runs.nofollow`). Every recorded file must
     exist (unless ``missing_ok``: ``--resume`` recomputes deleted files), match its size and sha256 (the size
     only with ``digest=False``: the caller hashes what it reads), belong to its path and to this run (the
     record's ``file`` and ``run``), and a part's record must name the unit's maps and timing as they are; a
     grid file must also carry the fingerprint of ``config.json``'s grid settings and store that config's seed.
     ``skip``: relative paths not checked (what the caller rebuilds anyway). ``strict``: files of the run layout
     without a record are reported too (``attreval verify``, :func:`attreval.load_run`)."""
-    from attreval.nofollow import symlink_problem, symlinks_under
+    from attreval.runs.nofollow import symlink_problem, symlinks_under
 
     manifest = Manifest(root)
     links = symlinks_under(manifest.root)

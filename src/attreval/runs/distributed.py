@@ -3,7 +3,7 @@
 Units (model, setting, layer, method) are independent and deterministic, so rank r computes units
 r, r+K, r+2K, … of the to-do list and writes each part atomically; rank 0 builds the grids first and
 merges the parts at the end, giving the same table as a single process. Rank 0 alone holds the run
-directory's lock (:mod:`attreval.lock`) for the whole run. Every worker ends when its launcher dies
+directory's lock (:mod:`attreval.runs.lock`) for the whole run. Every worker ends when its launcher dies
 (:func:`die_with_parent`), so killing torchrun does not leave workers writing unsupervised.
 """
 

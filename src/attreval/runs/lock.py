@@ -32,7 +32,7 @@ class RunLock:
             import fcntl
         except ImportError:  # Windows: no flock; runs are not locked there
             return
-        from attreval.nofollow import open_nofollow
+        from attreval.runs.nofollow import open_nofollow
 
         fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)  # a link named .attreval.lock is refused, never followed
         try:

@@ -13,7 +13,7 @@ can point at other bytes tomorrow. :func:`run_identity` digests them all:
   SHA-256 of each file where the folder is small (Fashion-MNIST / CIFAR-10: at most :data:`HASHED_FILES` files).
 
 The run stores it in ``RUN/identity.json`` (recorded in the manifest); :func:`identity_changes` names what
-differs, and its ``fingerprint`` is written into every manifest record of the run (:mod:`attreval.manifest`).
+differs, and its ``fingerprint`` is written into every manifest record of the run (:mod:`attreval.runs.manifest`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ HASHED_FILES = 16  # a data folder of at most this many files is hashed, a large
 
 
 def _sha256(path: Path) -> str:
-    from attreval.manifest import sha256
+    from attreval.runs.manifest import sha256
 
     return sha256(path)
 

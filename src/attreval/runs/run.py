@@ -27,20 +27,20 @@ from attreval.analysis.statistics import run_statistics
 from attreval.api import cells_task
 from attreval.cone import report as cone_report
 from attreval.config import RunConfig
-from attreval.counting import PassCounter
 from attreval.data import GridDataset
-from attreval.distributed import Group, from_environment
-from attreval.lock import RunLock
-from attreval.mapfile import float16_keeps_scores
 from attreval.methods import Method
 from attreval.metric import localization_parts, score_from_parts
 from attreval.models.loading import load_model
-from attreval.plan import applicable_units, check_cells, make_grids, plan_units, resolve_methods
-from attreval.rundir import prepare_run_dir
-from attreval.runtime import faithful_numerics, metadata, resolve_device
+from attreval.runs.counting import PassCounter
+from attreval.runs.distributed import Group, from_environment
+from attreval.runs.lock import RunLock
+from attreval.runs.mapfile import float16_keeps_scores
+from attreval.runs.plan import applicable_units, check_cells, make_grids, plan_units, resolve_methods
+from attreval.runs.rundir import prepare_run_dir
+from attreval.runs.runtime import faithful_numerics, metadata, resolve_device
+from attreval.runs.store import RunStore, Unit
 from attreval.settings import SETTINGS, make_setting
 from attreval.smoothing import scaled_kernel_size, smooth_sweep
-from attreval.store import RunStore, Unit
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def evaluate_unit(
             return _score_variants(m, kernels, n, cells.expand(len(m), -1), size)
 
         parts.append(parts_of(maps))
-        if sink is not None:  # stored as float16 only where that gives back these scores (attreval.mapfile)
+        if sink is not None:  # stored as float16 only where that gives back these scores (attreval.runs.mapfile)
             sink(start, maps.numpy(), partial(float16_keeps_scores, maps, parts_of, parts[-1]))
         del maps  # before the next batch's maps are computed
     return _rows(unit, setting, grids, heads, variants, _join(parts))
@@ -195,14 +195,14 @@ def run(
 
     ``methods`` / ``models``: objects in memory for the config's ``memory:`` entries (made by
     :func:`attreval.evaluate`), by name. Under ``torchrun`` the units are sharded across the processes (see
-    :mod:`attreval.distributed`). A run that fails before its first unit finishes removes the directory it
+    :mod:`attreval.runs.distributed`). A run that fails before its first unit finishes removes the directory it
     created, so bad input leaves nothing behind; later failures keep the finished units for ``--resume``. On
     CUDA it runs under :func:`faithful_numerics`, so reruns and resumes give bit-identical tables there too.
     """
     group, dev = from_environment(resolve_device(device or config.device))
     out = Path(out)
     created, existed = not (out / "config.json").exists(), out.is_dir()
-    lock = RunLock(out)  # rank 0 takes it in prepare_run_dir and holds it until the end (see attreval.lock)
+    lock = RunLock(out)  # rank 0 takes it in prepare_run_dir and holds it until the end (see attreval.runs.lock)
     given = dict(models or {})
     try:
         with faithful_numerics(dev):
