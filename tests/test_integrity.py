@@ -187,8 +187,8 @@ def test_a_file_renamed_in_but_not_recorded_counts_as_unfinished(runs, tmp_path,
 def test_verify_passes_a_finished_run_and_counts_its_files(runs, capfd):
     assert main(["verify", str(runs / "run7")]) == 0
     out = capfd.readouterr().out
-    # config, identity, meta, results, costs, 2 grids, and per unit a part, maps and timing
-    assert out.startswith(f"ok: {5 + 2 + 3 * UNITS} files")
+    # config, identity, meta, results, costs, statistics, comparisons, 2 grids, and per unit a part, maps and timing
+    assert out.startswith(f"ok: {7 + 2 + 3 * UNITS} files")
 
 
 def test_damaged_part_page_is_named_in_the_merge(runs, tmp_path):

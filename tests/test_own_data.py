@@ -150,7 +150,7 @@ def test_native_scores_of_the_walkthrough(walkthrough):
 def test_report_shows_class_names_and_sample_sizes(walkthrough):
     out, _ = walkthrough
     page = (out / "report.html").read_text()
-    assert "(n=8)" in page  # GridPG: 2 grids × 4 cells per unit
+    assert "] n=8<" in page  # GridPG: 2 grids × 4 cells per unit (median tables: median [interval] n maps)
     assert "Maps per bin" in page and any(f"{name} ×" in page for name in CLASSES)
     assert "small sample" in page and "[grids] gridpg = 50 or more" in page and "[grids] disconnected = 50 or more" in page
     assert "Below the input it is not" in page

@@ -275,7 +275,7 @@ def test_report_shows_sample_sizes_class_names_and_the_hidden_layer_note(full_ru
     gridpg = results[
         (results["setting"] == "gridpg") & (results["method"] == "grad") & (results["layer"] == "input") & (results["kernel_size"] == 0)
     ]
-    assert f"{gridpg['score'].median():.3f} (n={len(gridpg)})" in page  # median tables: n maps
+    assert re.search(rf"{gridpg['score'].median():.3f} \[[0-9.]+, [0-9.]+\] n={len(gridpg)}<", page)  # median tables: interval, n maps
     assert "Each ρ is over n=200 paired instances" in page  # 50 grids × 4 cells
     assert re.search(r"n instances</th>", page) and "n=200" in page
     assert "0–2%: 1 map (class" in page and "Maps per bin" in page  # 50 maps: the 2 % bins hold one map each
@@ -310,7 +310,7 @@ def test_small_runs_get_sample_size_notes(tmp_path):
     assert "small sample: 5 maps of the target cell" in page and "ask for [grids] gridpg = 50 or more" in page
     assert "small sample: 6 maps" in page and "[grids] disconnected = 50 or more" in page
     assert "ρ over as few as 20 instances" in page and "[grids] gridpg = 8 or more" in page
-    assert "(n=20)" in page and "(n=12)" in page  # GridPG 5 grids × 4 cells; DiFull 6 grids × 2 corners
+    assert "] n=20<" in page and "] n=12<" in page  # GridPG 5 grids × 4 cells; DiFull 6 grids × 2 corners
 
 
 def test_report_and_aggatt_read_through_load_run(full_run):

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,18 +57,36 @@ store_maps = {str(store_maps).lower()}
     return load_config(tmp / "run.toml")
 
 
+@dataclasses.dataclass(frozen=True)
+class Wrapped(attreval.Method):
+    """A run's method replaced by a test's callable ``task -> maps``."""
+
+    call: Callable
+
+    def __call__(self, task):
+        return self.call(task)
+
+
+def patch_methods(mp: pytest.MonkeyPatch, make: Callable) -> None:
+    """Every method of a run replaced by ``make(name, method)``, a callable ``task -> maps``."""
+    original = attreval.runs.run.resolve_methods
+
+    def patched(config, in_memory=None):
+        return {name: Wrapped(make(name, method)) for name, method in original(config, in_memory).items()}
+
+    mp.setattr(attreval.runs.run, "resolve_methods", patched)
+
+
 class Spy:
     """Records the batch size of every maps array the run handles: the method's output, what localization and
     smoothing see, what the map writer receives and what reaches the file."""
 
     def __init__(self, mp: pytest.MonkeyPatch):
         self.method, self.scored, self.smoothed, self.writes, self.rows = [], [], [], [], []
-        resolve, parts, smooth = attreval.runs.run.resolve_method, attreval.runs.run.localization_parts, attreval.runs.run.smooth_sweep
+        parts, smooth = attreval.runs.run.localization_parts, attreval.runs.run.smooth_sweep
         write, rows = MapWriter.write, store_module._write_rows
 
-        def resolve_spy(*args, **kwargs):
-            method = resolve(*args, **kwargs)
-
+        def resolve_spy(name, method):
             def spied(task):
                 maps = method(task)
                 self.method.append(len(maps))
@@ -75,7 +94,7 @@ class Spy:
 
             return spied
 
-        mp.setattr(attreval.runs.run, "resolve_method", resolve_spy)
+        patch_methods(mp, resolve_spy)
         mp.setattr(attreval.runs.run, "localization_parts", lambda maps, *a: self.scored.append(len(maps)) or parts(maps, *a))
         mp.setattr(attreval.runs.run, "smooth_sweep", lambda maps, *a: self.smoothed.append(len(maps)) or smooth(maps, *a))
         mp.setattr(
@@ -184,11 +203,9 @@ def test_writer_rejects_gaps_and_an_incomplete_commit(tmp_path):
 
 
 def test_run_switches_a_unit_to_float32_when_a_later_batch_overflows(tmp_path, monkeypatch):
-    resolve, seen = attreval.runs.run.resolve_method, []
+    seen = []
 
-    def huge_second_batch(*args, **kwargs):
-        method = resolve(*args, **kwargs)
-
+    def huge_second_batch(name, method):
         def scaled(task):
             maps = method(task).float()
             maps = maps * (1e6 / maps.abs().max()) if len(seen) == 1 else maps  # the second batch: |max| = 10⁶
@@ -197,7 +214,7 @@ def test_run_switches_a_unit_to_float32_when_a_later_batch_overflows(tmp_path, m
 
         return scaled
 
-    monkeypatch.setattr(attreval.runs.run, "resolve_method", huge_second_batch)
+    patch_methods(monkeypatch, huge_second_batch)
     config = _config(tmp_path / "c", 2, settings=("gridpg",), layers=("input",), methods=("grad",))
     store = run(config, tmp_path / "out", progress=False)
     stored = store.maps("fashion_resnet", "gridpg", "input", "grad")
@@ -209,11 +226,9 @@ def test_run_switches_a_unit_to_float32_when_a_later_batch_overflows(tmp_path, m
 
 
 def test_failed_unit_leaves_no_maps_file(tmp_path, monkeypatch):
-    resolve, calls = attreval.runs.run.resolve_method, []
+    calls = []
 
-    def nan_in_second_cam_batch(name, **options):
-        method = resolve(name, **options)
-
+    def nan_in_second_cam_batch(name, method):
         def failing(task):
             maps = method(task)
             calls.append(name)
@@ -221,7 +236,7 @@ def test_failed_unit_leaves_no_maps_file(tmp_path, monkeypatch):
 
         return failing
 
-    monkeypatch.setattr(attreval.runs.run, "resolve_method", nan_in_second_cam_batch)
+    patch_methods(monkeypatch, nan_in_second_cam_batch)
     config = _config(tmp_path / "c", 2, settings=("gridpg",), layers=("input",), methods=("grad", "grad_cam"))
     with pytest.raises(ValueError, match="expected finite attribution maps, got NaN/inf from grad_cam"):
         run(config, tmp_path / "out", progress=False)
@@ -258,11 +273,9 @@ with writer:
 def test_out_of_memory_halves_chunk_size_and_gives_the_same_table(tmp_path, monkeypatch, caplog):
     """A method that runs out of memory above 16 inputs per forward: the unit is retried with chunk_size
     halved (64 → 32 → 16), kept for its later batches, with the same table and pass counts as a run at 16."""
-    resolve, chunks_seen = attreval.runs.run.resolve_method, []
+    chunks_seen = []
 
-    def tight(*args, **kwargs):
-        method = resolve(*args, **kwargs)
-
+    def tight(name, method):
         def call(task):
             chunks_seen.append(task.chunk_size)
             if task.chunk_size > 16:
@@ -275,7 +288,7 @@ def test_out_of_memory_halves_chunk_size_and_gives_the_same_table(tmp_path, monk
     expected = run(
         dataclasses.replace(config, evaluation=dataclasses.replace(config.evaluation, chunk_size=16)), tmp_path / "expected", progress=False
     )
-    monkeypatch.setattr(attreval.runs.run, "resolve_method", tight)
+    patch_methods(monkeypatch, tight)
     with caplog.at_level("WARNING"):
         got = run(config, tmp_path / "got", progress=False)
     pd.testing.assert_frame_equal(got.results(), expected.results())
@@ -288,10 +301,9 @@ def test_out_of_memory_halves_chunk_size_and_gives_the_same_table(tmp_path, monk
 
 
 def test_out_of_memory_at_chunk_size_one_is_a_one_line_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(
-        attreval.runs.run,
-        "resolve_method",
-        lambda *a, **k: (
+    patch_methods(
+        monkeypatch,
+        lambda name, method: (
             lambda task: (_ for _ in ()).throw(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 bytes"))
         ),
     )

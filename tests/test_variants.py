@@ -45,7 +45,7 @@ def test_variants_parse_resolve_and_restrict():
         ({"v": {"method": "smothgrad"}}, "unknown method in [variants.v] 'smothgrad' (did you mean 'smoothgrad'?)"),
         ({"v": {"method": "smoothgrad", "noise": 0.1}}, "unknown option 'noise' for SmoothGrad (did you mean 'noise_level'?)"),
         ({"v": {"method": "smoothgrad", "base": "input_x_gradd"}}, "(did you mean 'input_x_grad'?)"),
-        ({"v": {"noise_level": 0.1}}, 'expected a method = "…" key in [variants.v]'),
+        ({"v": {"noise_level": 0.1}}, 'expected a method = "…" or callable = "file.py:object" key in [variants.v]'),
         ({"v": {**SG, "layers": ["inptu"]}}, "(did you mean 'input'?)"),
         ({"v": {**SG, "settings": "gridpg"}}, "expected a list for [variants.v] settings"),
         ({"Bad-Name": SG}, "expected a snake_case variant name"),
