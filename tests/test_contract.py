@@ -12,6 +12,8 @@ import torch
 
 import attreval
 from attreval import METHODS
+from attreval.methods.contract import close as contract_close
+from attreval.methods.contract import hook_count
 from attreval.settings import SETTINGS
 from tiny_models import tiny_model
 from tiny_vit import tiny_vit
@@ -69,14 +71,9 @@ def skip_inapplicable(name, model, setting, layer):
 
 
 def all_hooks(model):
-    hooks = 0
-    for m in model.modules():
-        hooks += len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-        hooks += len(getattr(m, "_backward_pre_hooks", {}))
-    from torch.nn.modules import module as mod
-
-    hooks += len(mod._global_forward_hooks) + len(mod._global_forward_pre_hooks) + len(mod._global_backward_hooks)
-    return hooks
+    """Hooks on ``model`` and process-wide: the contract's own count (attreval.methods.contract, what
+    ``attreval check-method`` checks), so the test and the command cannot disagree."""
+    return hook_count(model)
 
 
 def run(model, images, targets, name, setting, layer, heads=None):
@@ -95,8 +92,9 @@ def run(model, images, targets, name, setting, layer, heads=None):
 
 
 def close(a, b):
-    scale = max(a.abs().max().item(), b.abs().max().item(), 1e-12)
-    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4 * scale)
+    """Equal to the contract's tolerance (``attreval.methods.contract.close``: rtol 1e-3, atol 1e-4 of the scale)."""
+    difference = contract_close(a, b)
+    assert not difference, difference
 
 
 @pytest.mark.parametrize("layer", LAYERS)
