@@ -376,7 +376,7 @@ def test_report_in_headless_chromium(full_run, tmp_path):
     assert console == []
     dom = _chromium(["--dump-dom", out.resolve().as_uri()], tmp_path / "profile").stdout
     for text in (
-        "(n=200)",
+        "] n=200",  # median tables: median [interval] n maps
         "Each ρ is over n=200 paired instances",
         "Maps per bin",
         "class",

@@ -10,6 +10,14 @@ from attreval.analysis.conventions import LAYER_ORDER, SETTING_ORDER, method_ord
 from attreval.analysis.statistics import ALPHA, TARGET_HALF_WIDTH, sample_size, tiers
 from attreval.report.page import Page
 
+#: Column headers of the sample-size table (attreval.analysis.statistics.sample_size).
+HEADERS = {
+    "median_half_width": "median half-width",
+    "max_half_width": "largest half-width",
+    "grids_for_median_unit": "grids for the median unit",
+    "grids_for_every_unit": "grids for every unit",
+}
+
 
 def _pivot(rows: pd.DataFrame, cell) -> pd.DataFrame:
     """``rows`` (one per method × setting × layer) as a method × (setting, layer) table of ``cell(row)`` strings."""
@@ -51,7 +59,7 @@ def statistics_section(page: Page, model: str) -> None:
     size = sample_size(run.statistics[run.statistics["model"] == model])
     if not size.empty:
         page.heading(3, f"How many grids: interval half-widths and the grids that would bring them under {TARGET_HALF_WIDTH}")
-        shown = size.drop(columns="model").set_index("setting")
+        shown = size.drop(columns="model").set_index("setting").rename(columns=HEADERS)
         shown.index = [plots.setting_display(s) for s in shown.index]
         page.table(shown, digits=3)
         page.how("sample_size")
