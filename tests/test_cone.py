@@ -22,18 +22,10 @@ from attreval.settings import SETTINGS, make_setting
 from attreval.tail import DelegatingTail, Occluder
 from tiny_models import randomize_bn, tiny_model
 
-pytestmark = pytest.mark.slow  # torchvision ResNet18/VGG11 equivalence runs: left out of `make test-fast`
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small kernels: on a loaded 2-core machine two OpenMP threads make them 5–50× slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("one_thread"),
+]  # torchvision ResNet18/VGG11 equivalence runs: left out of `make test-fast`
 
 
 class Materialised(DelegatingTail):

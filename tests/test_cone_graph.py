@@ -21,15 +21,7 @@ from attreval.models.staged import StagedModel
 from test_cone import double_setting, occlusion_maps, relative
 from tiny_models import randomize_bn, tiny_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread for the module
 
 
 class Block(nn.Module):

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from attreval.cli import main
 from attreval.runs.lock import RunLock
@@ -29,7 +28,7 @@ from attreval.runs.store import RunStore, Unit
 from attreval.runs.verify import verify_run
 from tiny_models import tiny_run_config
 
-pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # end-to-end runs / zoo / training: left out of `make test-fast`
 
 BODY = """
 [evaluation]
@@ -45,15 +44,6 @@ MAPS = "maps/fashion_resnet__difull__input__grad_cam.npy"
 TIMING = "timings/fashion_resnet__gridpg__input__grad_cam.json"
 GRID = "grids/fashion_resnet__gridpg.pt"
 TARGETS = (GRID, PART, MAPS, TIMING, "results.parquet", "costs.parquet", "config.json")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread, like the fixture's runs: recomputed units must give the same bytes."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _cli(config: Path, out: Path, *extra: str) -> list[str]:

@@ -22,9 +22,10 @@ from attreval.config import load_config
 from attreval.models.zoo import weights_path
 from attreval.runs.reader import load_run
 from attreval.runs.store import RunStore, Unit
+from test_integrity import _cli, _one_line
 from tiny_models import tiny_run_config
 
-pytestmark = pytest.mark.slow  # end-to-end runs
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # end-to-end runs
 
 BODY = """
 [evaluation]
@@ -42,26 +43,6 @@ NET = """from attreval.models.zoo import build_model
 def build():
     return build_model("fashion_resnet")
 """
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _cli(config: Path, out: Path, *extra: str) -> list[str]:
-    return ["run", str(config), "--out", str(out), "-q", "--no-report", *extra]
-
-
-def _one_line(capfd, rc: int, *says: str) -> str:
-    err = capfd.readouterr().err
-    assert rc == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("attreval: error: ") and "Traceback" not in err, err
-    assert all(s in err for s in says), err
-    return err
 
 
 @pytest.fixture(scope="module")

@@ -96,15 +96,6 @@ def _kill_at_points(killed: dict[str, Killed], deadline: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def one_thread():
-    """In-process runs on one thread, like the subprocesses (OMP_NUM_THREADS=1), and lean on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def campaign(tmp_path_factory, one_thread):
     """Start the killed runs and the torchrun run, do the in-process reference runs meanwhile."""
     root = tmp_path_factory.mktemp("reliability")

@@ -17,19 +17,9 @@ from attreval.data.fashion_mnist import fashion_mnist_dataset, load_fashion_mnis
 from attreval.data.idx import write_idx
 from attreval.models import zoo
 
-pytestmark = pytest.mark.slow  # end-to-end runs / zoo / training: left out of `make test-fast`
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # end-to-end runs / zoo / training: left out of `make test-fast`
 
 SHIPPED = ["fashion_vgg", "fashion_resnet"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny batches gain nothing from threads, and on a loaded 2-core machine OpenMP spinning made the training
-    # tests ten times slower with 2 threads; restore the setting afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _image(name: str, batch: int = 2) -> torch.Tensor:
