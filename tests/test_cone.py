@@ -14,7 +14,7 @@ from torchvision.models.resnet import Bottleneck
 from torchvision.models.vgg import cfgs, make_layers
 
 from attreval.api import build_task
-from attreval.cone import ConePlan, ConvRule, Patch, read
+from attreval.cone import ConePlan, ConvRule, Patch, occluded_patch, read
 from attreval.methods.perturbation import Occlusion, interval_masks, window_boxes
 from attreval.models.staged import StagedModel
 from attreval.models.zoo import resnet_small, vgg_small
@@ -280,3 +280,25 @@ def test_large_kernel_uses_the_linear_update_with_the_same_result(monkeypatch):
         copies[k, :, t:b, l_:r] = 0
     assert relative(got, torch.relu(conv(copies))) <= 1e-12
     assert calls == [1]  # the linear update was the one taken
+
+
+@pytest.mark.parametrize("groups", [1, 2], ids=["linear_update", "window_rule"])
+def test_border_windows_recompute_only_their_clipped_cone(groups):
+    """A chunk of corner windows recomputes the cone clipped to the map (3×3 after a 3×3 convolution of a
+    2×2 corner window), not a full-size rectangle shifted inward; the values stay the full computation's.
+    Both paths of ``ConvRule``: the linear update (groups 1, a small change) and the window rule (grouped)."""
+    torch.manual_seed(3)
+    conv = nn.Conv2d(2, 4, 3, padding=1, groups=groups).double()
+    x = torch.randn(1, 2, 9, 9, dtype=torch.float64)
+    rule = ConePlan([conv]).rule.rules[0]
+    cache = rule.clean(x)[1]
+    boxes = torch.tensor([[0, 2, 0, 2], [7, 9, 7, 9]])  # the two opposite corners
+    patch = rule.patch(cache, occluded_patch(x, boxes))
+    assert patch.size == (3, 3)  # unclipped: 4×4
+    assert patch.top.tolist() == [0, 6] and patch.left.tolist() == [0, 6]
+    copies = x.repeat(2, 1, 1, 1)
+    for k, (t, b, l_, r) in enumerate(boxes.tolist()):
+        copies[k, :, t:b, l_:r] = 0
+    assert relative(patch.dense(), conv(copies)) <= 1e-12
+    interior = torch.tensor([[3, 5, 3, 5]])  # away from the border the cone keeps its full 4×4
+    assert rule.patch(cache, occluded_patch(x, interior)).size == (4, 4)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import cast
 
@@ -16,6 +15,14 @@ from attreval.cone.patch import Dense, Patch, Rule, Value, gather, read
 
 def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _clipped(first: Tensor, length: int | Tensor, size: int) -> tuple[Tensor, int]:
+    """One rectangle size for all windows covering each window's ``[first, first + length)`` clipped to
+    ``[0, size)``: the widest clipped extent (at least 1), and per-window starts shifted inward to fit it."""
+    lo, hi = first.clamp(min=0), (first + length).clamp(max=size)
+    side = max(min(int((hi - lo).max()), size), 1)
+    return lo.clamp(max=size - side), side
 
 
 class WindowRule(Rule):
@@ -40,10 +47,11 @@ class WindowRule(Rule):
             first = value.top if axis == 0 else value.left
             length, out_size = value.size[axis], cache.shape[-2 + axis]
             reach = d * (k - 1)
-            # outputs o whose taps o·s − p + d·j (j < k) meet [first, first + length): at most ⌈(length + reach)/s⌉
-            size = min(math.ceil((length + reach) / s), out_size)
+            # outputs o whose taps o·s − p + d·j (j < k) meet [first, first + length): [lo, hi), clipped to the
+            # map, so a window at a border recomputes only its clipped cone (the chunk's widest one sets the size)
             lo = torch.div(first + p - reach + s - 1, s, rounding_mode="floor")
-            start = lo.clamp(min=0).clamp(max=out_size - size)
+            hi = torch.div(first + length - 1 + p, s, rounding_mode="floor") + 1
+            start, size = _clipped(lo, hi - lo, out_size)
             starts.append(start)
             sizes.append(size)
             reads.append((start * s - p, (size - 1) * s + reach + 1))
@@ -86,9 +94,9 @@ class ConvRule(WindowRule):
         rows = top[:, None] + torch.arange(spread.shape[-2], device=top.device)
         cols = left[:, None] + torch.arange(spread.shape[-1], device=top.device)
         raw = Patch(cache, gather(cache, rows, cols)[0] + spread.unflatten(0, value.values.shape[:2]), top, left, overhangs=True)
-        out_h, out_w = min(spread.shape[-2], cache.shape[-2]), min(spread.shape[-1], cache.shape[-1])
-        start_h = top.clamp(min=0).clamp(max=cache.shape[-2] - out_h)
-        start_w = left.clamp(min=0).clamp(max=cache.shape[-1] - out_w)
+        (start_h, out_h), (start_w, out_w) = (
+            _clipped(first, spread.shape[axis - 2], cache.shape[axis - 2]) for axis, first in enumerate((top, left))
+        )
         return Patch(cache, read(raw, start_h, start_w, (out_h, out_w), 0.0), start_h, start_w)
 
     def apply(self, x: Tensor) -> Tensor:
