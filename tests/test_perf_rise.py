@@ -70,3 +70,24 @@ def test_no_mask_tensor_survives_the_call():
     gc.collect()
     big = [t for t in gc.get_objects() if type(t) is Tensor and t.dim() == 3 and tuple(t.shape[-2:]) == (40, 40)]
     assert big == []
+
+
+def test_the_weighted_sum_is_the_exact_sum_rounded_once_for_every_chunk_size():
+    """Issue 24 §3 asked for maps bit-identical to the one float32 product used before chunking. That product's
+    bits are its BLAS kernel's summation order over all M masks at once, which a sum over chunks cannot
+    reproduce without holding all M masks (the memory the change removes). What the float64 sum per chunk
+    gives instead is well defined: the exact weighted sum rounded once to float32, bit for bit, whatever
+    the chunk size, and never further from the exact value than the old product."""
+    from test_methods_perturbation import constant_task  # a model that ignores its input: fixed probabilities
+
+    logits = torch.tensor([[1.0, 2.0, -1.0], [0.5, 0.0, 3.0]])
+    masks = MaskDraws.draw(12, 10, 300, 6, 0.1, 0).masks(slice(0, 300))
+    task = constant_task(logits)
+    probs = logits.softmax(-1)[task.heads[None], task.classes]  # (B, T)
+    exact = probs.double()[:, :, None, None] * masks.double().sum(0) / (300 * 0.1)
+    for chunk in (1, 7, 64, 600):
+        got = attreval.methods.perturbation.RISE(num_masks=300)(constant_task(logits, chunk_size=chunk))
+        assert torch.equal(got, exact.float())
+    weights = probs[:, None, :].expand(-1, 300, -1)  # (B, M, T) as the old code held them
+    old = torch.einsum("bmt,mhw->bthw", weights, masks) / (300 * 0.1)
+    assert float((exact.float().double() - exact).abs().max()) <= float((old.double() - exact).abs().max())
