@@ -10,8 +10,9 @@
   torchvision ResNet18 on the 448² grid, one target.
 * **RISE peak memory**: ``benchmarks/rise_memory.py`` at 250 and 4,000 masks.
 
-Every pair runs A, B, A, B, … (``--pairs``, ≥ 3), the medians are reported and the ratio is Captum ÷ attreval
-(above 1: attreval is faster). The load (``os.getloadavg``) is printed before and after: on a shared machine it
+Every pair runs A B, then B A, A B, … (counterbalanced; ``--pairs``, ≥ 3; the one-target calls ``--short-pairs``, 21, with a paired
+Wilcoxon signed-rank test), the medians are reported and the ratio is Captum ÷ attreval (above 1: attreval is
+faster). The load (``os.getloadavg``) is printed before and after: on a shared machine it
 moves both sides alike, but absolute seconds depend on it.
 
     PYTHONPATH=src python benchmarks/peers_full_maps.py [--pairs 3] [--threads 1] [--occlusion timm_resnet18:64,convnext_tiny:64]
@@ -30,6 +31,7 @@ import timm
 import torch
 import torchvision
 from captum.attr import LayerGradCam, Occlusion, Saliency
+from scipy.stats import wilcoxon
 
 import attreval
 from attreval.cone.report import recording, summary
@@ -48,22 +50,36 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def pairs(a, b, count: int, warm_up: bool = True) -> tuple[float, float, object, object]:
+def pairs(a, b, count: int, warm_up: bool = True, times: list | None = None) -> tuple[float, float, object, object]:
     """Medians of ``count`` interleaved runs of ``a`` and ``b`` (after one warm-up each, unless a run is long enough
-    to need none) and their last results."""
+    to need none) and their last results; ``times`` (optional) receives the ``(a, b)`` seconds of every pair."""
     ra, rb = (a(), b()) if warm_up else (None, None)
     ta, tb = [], []
-    for _ in range(count):
+
+    def timed(f):
         sync()
         t0 = time.perf_counter()
-        ra = a()
+        out = f()
         sync()
-        ta.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        rb = b()
-        sync()
-        tb.append(time.perf_counter() - t0)
+        return out, time.perf_counter() - t0
+
+    for i in range(count):  # A B, B A, A B, …: neither side always runs second (a warm cache, the allocator's state)
+        if i % 2 == 0:
+            (ra, sa), (rb, sb) = timed(a), timed(b)
+        else:
+            (rb, sb), (ra, sa) = timed(b), timed(a)
+        ta.append(sa)
+        tb.append(sb)
+    if times is not None:
+        times.extend(zip(ta, tb))
     return statistics.median(ta), statistics.median(tb), ra, rb
+
+
+def paired(times: list) -> str:
+    """The median of the per-pair ratios b/a and a two-sided Wilcoxon signed-rank test of a − b over the pairs."""
+    ratios = [b / a for a, b in times]
+    p = wilcoxon([a - b for a, b in times]).pvalue
+    return f"median pair ratio {statistics.median(ratios):.3f}, Wilcoxon p = {p:.2g} over {len(times)} pairs"
 
 
 def occlusion(name: str, kernel: int, count: int, chunk: int) -> str:
@@ -102,28 +118,35 @@ def occlusion(name: str, kernel: int, count: int, chunk: int) -> str:
 
 
 def one_target(count: int) -> list[str]:
+    """Short calls: ``count`` pairs each, with the paired test (a claim of one side being faster needs it)."""
     model = build("resnet18")
     x, t = torch.randn(1, 3, 448, 448, device=DEVICE), torch.tensor([[3]], device=DEVICE)
-    rows = []
+    rows, times = [], []
     a, b, ra, rb = pairs(
         lambda: attreval.attribute(model, x, t, "grad")[0, 0],
         lambda: Saliency(model).attribute(x.clone().requires_grad_(True), target=3, abs=True)[0].sum(0),  # as the bench peer
         count,
+        times=times,
     )
     diff = float((ra - rb).abs().max() / rb.abs().max())  # type: ignore[operator, union-attr]
-    rows.append(f"| Grad, one target | resnet18 | {a:.3f} | {b:.3f} | **{b / a:.2f}×** | max map difference {diff:.1e} of the scale |")
+    rows.append(
+        f"| Grad, one target | resnet18 | {a:.3f} | {b:.3f} | **{b / a:.2f}×** | {paired(times)}; max map difference {diff:.1e} of the scale |"
+    )
+    times = []
     a, b, ra, rb = pairs(
         lambda: attreval.attribute(model, x, t, "grad_cam", layer="final")[0, 0],
         lambda: LayerGradCam(model, model.layer4).attribute(x, target=3, relu_attributions=False)[0].sum(0),
         count,
+        times=times,
     )
-    rows.append(f"| Grad-CAM (final layer), one target | resnet18 | {a:.3f} | {b:.3f} | **{b / a:.2f}×** | 14×14 maps |")
+    rows.append(f"| Grad-CAM (final layer), one target | resnet18 | {a:.3f} | {b:.3f} | **{b / a:.2f}×** | {paired(times)}; 14×14 maps |")
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=3, help="interleaved pairs of each full-map Occlusion comparison")
+    parser.add_argument("--short-pairs", type=int, default=21, help="interleaved pairs of each one-target comparison")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--chunk", type=int, default=16)
     parser.add_argument("--occlusion", default="timm_resnet18:64,convnext_tiny:64", help="model:kernel,… (stride = kernel)")
@@ -139,7 +162,7 @@ def main() -> None:
     print("| what | model | attreval s (median) | Captum s (median) | Captum ÷ attreval | notes |")
     print("|---|---|---:|---:|---:|---|")
     if "one_target" not in skip:
-        for row in one_target(args.pairs):
+        for row in one_target(args.short_pairs):
             print(row, flush=True)
     if "occlusion" not in skip:
         for item in args.occlusion.split(","):

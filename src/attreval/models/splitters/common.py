@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -10,9 +11,8 @@ from torch import Tensor, nn
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a model without any)."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)  # not a list of them all: once per call
+    return torch.device("cpu") if first is None else first.device
 
 
 def in_channels(model: nn.Module, default: int = 3) -> int:
