@@ -4,6 +4,7 @@ import gc
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,29 @@ def test_the_cli_lists_plugins_from_a_fresh_process(tmp_path):
     env = {"PYTHONPATH": f"{site}:{Path(attreval.__file__).parents[1]}", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "attreval", "list", "methods"], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and "my_saliency" in out.stdout
+
+
+def test_costs_separate_the_methods_time_from_the_runs_own():
+    """``costs.parquet``: ``seconds`` is the method computing its maps (a method that sleeps 50 ms per call shows
+    at least that, per call), ``overhead_seconds`` the run's own time in the unit (scoring, writing), recorded
+    apart so a method's cost does not include how many smoothing variants the run scores."""
+    calls = []
+
+    def sleepy(forward, inputs, targets):
+        calls.append(1)
+        time.sleep(0.05)
+        return inputs.abs().sum(1)
+
+    raw = {
+        "data": {"kind": "fashion_mnist", "limit": 200},
+        "models": [{"name": "fashion_resnet"}],
+        "grids": {"gridpg": 2, "disconnected": 2},
+        "evaluation": {"settings": ["gridpg"], "layers": ["input"], "methods": ["grad"], "smooth_methods": ["grad"], "batch_size": 2},
+    }
+    run = attreval.evaluate(raw, methods={"sleepy": sleepy}, progress=False)
+    row = run.costs.set_index("method").loc["sleepy"]
+    assert row["seconds"] >= 0.05 * len(calls) > 0
+    assert 0 < row["overhead_seconds"] < row["seconds"]  # scoring and writing: milliseconds, not the method's sleep
+    grad = run.costs.set_index("method").loc["grad"]  # 7 variants scored (6 smoothing kernels): in the overhead only
+    assert grad["overhead_seconds"] > 0 and grad["seconds"] > 0
+    assert row["seconds_per_grid"] == pytest.approx(row["seconds"] / row["grids"])

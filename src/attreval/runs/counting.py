@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -30,6 +31,7 @@ class PassCounter:
     head_rows: int = 0  # rows through one head only (the rows of a tail with separate cells: DiFull), also in forward_rows
     graph_rows: int = 0  # rows whose forward recorded an autograd graph (gradient methods), also in forward_rows
     head_graph_rows: int = 0  # those of them that went through the rows of a tail with separate cells
+    method_seconds: float = 0.0  # wall time of the method computing its maps (set by the run around each batch)
 
     def count(self, x: Tensor, whole_network: bool = False, one_head: bool = False) -> None:
         """Count one call on ``x``; a hook on ``x`` counts the backward passes that reach it."""
@@ -105,3 +107,12 @@ class CountedOccluder(Occluder):
         one_head = index is not None and self.counted.inner.separate_cells
         self.counted.counter.count_rows(self.x.shape[0] * boxes.shape[0], self.counted.whole_network, one_head)
         return self.inner(boxes, index)
+
+
+def overhead_summary(costs: pd.DataFrame) -> str | None:
+    """The run's own time (scoring, smoothing, writing maps) next to the methods' over all units of ``costs``
+    (``costs.parquet``), e.g. ``"132.5 s in methods, 2.4 s (1.8 %) scoring and writing"``; None without the column."""
+    if "overhead_seconds" not in costs or not costs["overhead_seconds"].notna().any():
+        return None
+    own, method = float(costs["overhead_seconds"].sum()), float(costs["seconds"].sum())
+    return f"{method:.1f} s in methods, {own:.1f} s ({100 * own / max(own + method, 1e-9):.1f} %) scoring and writing"

@@ -31,7 +31,7 @@ from attreval.data import GridDataset
 from attreval.methods import Method
 from attreval.metric import localization_parts, score_from_parts
 from attreval.models.loading import load_model
-from attreval.runs.counting import PassCounter
+from attreval.runs.counting import PassCounter, overhead_summary
 from attreval.runs.distributed import Group, from_environment
 from attreval.runs.lock import RunLock
 from attreval.runs.mapfile import float16_keeps_scores
@@ -112,9 +112,10 @@ def _fitting_batch_maps(
     (the maps do not depend on it); returns the maps and the chunk size that fitted, kept for later batches.
     Passes of a failed attempt are not counted."""
     while True:
-        attempt = PassCounter()
+        attempt, t0 = PassCounter(), time.perf_counter()
         try:
             maps = _batch_maps(unit, method, setting, grids, batch, heads, chunk, device, attempt)
+            attempt.method_seconds = time.perf_counter() - t0
         except Exception as err:
             if not is_out_of_memory(err):
                 raise
@@ -266,7 +267,9 @@ def _execute(
     group.barrier()
     if group.is_main:
         results = store.merge(units)
-        store.merge_costs(units)
+        overhead = overhead_summary(store.merge_costs(units))
+        if overhead is not None:
+            log.info("units: %s (costs.parquet)", overhead)
         store.write_statistics(*run_statistics(results, seed=config.seed))
         meta = metadata(config.seed, dev)
         meta.update(
@@ -286,10 +289,13 @@ def _execute_unit(
     with store.map_writer(unit, len(grids)) if config.evaluation.store_maps else nullcontext() as writer:
         with cone_report.recording() as notes:
             rows = evaluate_unit(unit, model, grids, config, dev, counter, writer.write if writer is not None else None, method)
-        seconds = time.perf_counter() - t0 - (writer.seconds if writer is not None else 0.0)  # the method's cost, not the disk's
+        # the method computing its maps; the run's own time so far (scoring, the float16 check, writing the maps)
+        seconds, overhead = counter.method_seconds, time.perf_counter() - t0 - counter.method_seconds
         cone = cone_report.summary(notes)
         if cone is not None and cone != "cone":
             log.info("%s: Occlusion's receptive-field cone: %s", unit.key, cone)
-        cost = {"seconds": seconds, "grids": len(grids), "rank": group.rank, "cone": cone, **counter.per_grid(len(grids))}
+        cost = dict(
+            seconds=seconds, overhead_seconds=overhead, grids=len(grids), rank=group.rank, cone=cone, **counter.per_grid(len(grids))
+        )
         store.write_json(f"timings/{unit.key}.json", cost)
         store.write_unit(unit, rows, writer)
