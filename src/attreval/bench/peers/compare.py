@@ -1,8 +1,8 @@
 """attreval next to its peers: the same model, grids, targets and presets, timed side by side.
 
 For each method and each registered peer that has it (GridPG; CAMs at the ``final`` layer, every other
-method at the input), three calls are timed interleaved in the same process and threads, best of
-``repeat`` rounds after a warm-up round (calls over ``BUDGET`` seconds count their warm-up):
+method at the input), three calls are timed interleaved in the same process and threads, the median of
+``repeat`` (≥ 3) rounds after a warm-up round (calls over ``BUDGET`` seconds count their warm-up):
 
 * attreval's one call for all T targets of a grid (``attreval.attribute``);
 * attreval for the first target alone;
@@ -18,6 +18,7 @@ smallest Pearson correlation.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +61,7 @@ def compare_peers(
     options: dict[str, dict[str, Any]],
     chunk_size: int,
     peers: list[str] | None = None,
-    repeat: int = 2,
+    repeat: int = 3,
 ) -> list[dict[str, Any]]:
     """One row per (method, peer) for ``images (G, C, nH, nW)`` with cell labels ``(G, n²)``; a peer that is
     not installed gives one row with ``status`` saying why, and no numbers."""
@@ -103,7 +104,7 @@ def compare_peers(
                         times[key].append(seconds)
                 rounds += 1
             rel, pearson = agreement(maps["peer"], maps["all"])
-            best = {k: min(v) for k, v in times.items()}
+            best = {k: statistics.median(v) for k, v in times.items()}
             targets = classes.shape[1]
             rows.append(
                 {
