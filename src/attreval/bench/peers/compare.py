@@ -104,7 +104,7 @@ def compare_peers(
                         times[key].append(seconds)
                 rounds += 1
             rel, pearson = agreement(maps["peer"], maps["all"])
-            best = {k: statistics.median(v) for k, v in times.items()}
+            median = {k: statistics.median(v) for k, v in times.items()}
             targets = classes.shape[1]
             rows.append(
                 {
@@ -113,11 +113,11 @@ def compare_peers(
                     "peer_class": peer.methods[name],
                     "layer": layer,
                     "status": "ok",
-                    "seconds": best["all"],
-                    "seconds_one_target": best["one"],
-                    "peer_seconds": best["peer"],
-                    "ratio_all_targets": best["peer"] / best["all"],
-                    "ratio_one_target": best["peer"] / targets / best["one"],
+                    "seconds": median["all"],
+                    "seconds_one_target": median["one"],
+                    "peer_seconds": median["peer"],
+                    "ratio_all_targets": median["peer"] / median["all"],
+                    "ratio_one_target": median["peer"] / targets / median["one"],
                     "max_rel_diff": rel,
                     "pearson": pearson,
                     "notes": peer.note(name, call, (images.shape[-2], images.shape[-1])),
