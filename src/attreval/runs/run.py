@@ -267,8 +267,7 @@ def _execute(
     group.barrier()
     if group.is_main:
         results = store.merge(units)
-        overhead = overhead_summary(store.merge_costs(units))
-        if overhead is not None:
+        if (overhead := overhead_summary(store.merge_costs(units))) is not None:
             log.info("units: %s (costs.parquet)", overhead)
         store.write_statistics(*run_statistics(results, seed=config.seed))
         meta = metadata(config.seed, dev)
