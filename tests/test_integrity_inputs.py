@@ -22,19 +22,11 @@ from attreval.config import load_config
 from attreval.models.zoo import weights_path
 from attreval.runs.reader import load_run
 from attreval.runs.store import RunStore, Unit
-from test_integrity import _cli, _one_line
+from test_integrity import BODY, _cli, _one_line  # the same small end-to-end config
 from tiny_models import tiny_run_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]  # end-to-end runs
 
-BODY = """
-[evaluation]
-settings = ["gridpg", "difull"]
-layers = ["input"]
-methods = ["grad", "grad_cam"]
-smooth_methods = []
-batch_size = 2
-"""
 PART = "parts/fashion_resnet__gridpg__input__grad.parquet"
 MAPS = ("maps/fashion_resnet__gridpg__input__grad.npy", "maps/fashion_resnet__gridpg__input__grad_cam.npy")
 NET = """from attreval.models.zoo import build_model
